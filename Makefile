@@ -1,0 +1,60 @@
+# enclaveflow - one entry point for setting up, demonstrating, testing and measuring.
+# Every target installs what it needs first, so each works on a fresh Debian 12 machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SYSSTAMP := build/.sysdeps-stamp
+BENCH ?= all
+PYTEST_ARGS ?=
+
+# System programs the tests and the demo use (see ../shared/COMPONENTS.md).
+APT_PACKAGES := docker-registry apache2-utils skopeo umoci busybox-static runc softhsm2 gnupg postgresql graphviz
+# A program from each package, to tell quickly whether anything is missing.
+SYS_PROGRAMS := docker-registry htpasswd skopeo umoci busybox runc softhsm2-util gpg dot /usr/lib/postgresql/15/bin/initdb
+
+.PHONY: install demo test bench lint clean sysdeps pydeps
+
+install: sysdeps pydeps
+
+sysdeps: $(SYSSTAMP)
+$(SYSSTAMP): Makefile
+	@missing=0; for p in $(SYS_PROGRAMS); do command -v $$p >/dev/null 2>&1 || [ -x $$p ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing system programs: $(APT_PACKAGES)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@mkdir -p build && touch $@
+
+pydeps: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: install
+	$(VENV)/bin/enclaveflow demo
+
+# The suite needs a throwaway PostgreSQL cluster; it is started here and stopped whatever happens.
+test: install
+	@bash tests/support/pgcluster.sh start build/pg 55432 >/dev/null
+	@set +e; ENCLAVEFLOW_TEST_PG_URL=postgresql+psycopg://postgres@127.0.0.1:55432/postgres \
+	  $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	  bash tests/support/pgcluster.sh stop build/pg >/dev/null; exit $$rc
+
+bench: install
+	@bash tests/support/pgcluster.sh start build/pg-bench 55433 >/dev/null
+	@set +e; ENCLAVEFLOW_TEST_PG_URL=postgresql+psycopg://postgres@127.0.0.1:55433/postgres \
+	  $(PY) tests/benchmarks/run.py $(BENCH); rc=$$?; \
+	  bash tests/support/pgcluster.sh stop build/pg-bench >/dev/null; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check engine adapters tests
+	$(VENV)/bin/mypy engine
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""The root typer app, global options and the error-to-exit-code mapping shared by all commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import click
+import typer
+
+from ..errors import ActionError, EnclaveflowError
+
+app = typer.Typer(
+    name="enclaveflow",
+    help="Confidential containers as persisted, audited state machines.\n\n"
+    "Examples:\n\n  enclaveflow workflow validate workflows/pod-launch.yaml\n\n"
+    "  enclaveflow run workflows/demo.yaml --input '{\"name\": \"x\"}'\n\n"
+    "  enclaveflow audit query 'state = \"pulling\" AND time > \"-1h\"'",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass
+class GlobalState:
+    """Options given before the command, shared with every command."""
+
+    db_url: str | None = None
+    debug: bool = False
+
+
+state = GlobalState()
+
+
+@app.callback()
+def _root(
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="ENCLAVEFLOW_DB", help="Database URL or SQLite path (default: state dir)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    state.db_url = db
+    state.debug = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one sentence to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    """Run the app with our error mapping; returns the process exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ENCLAVEFLOW_DEBUG")
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except EnclaveflowError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        return exc.exit_code
+    except ActionError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc.name}: {exc.message}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+
+
+def echo_json_line(obj: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, separators=(",", ":"), default=str))
