@@ -18,7 +18,12 @@ COMMANDS_GROUP = "enclaveflow.commands"
 
 def _add_plugin_commands() -> None:
     for ep in entry_points(group=COMMANDS_GROUP):
-        sub = ep.load()
+        try:
+            sub = ep.load()
+        except ImportError as exc:
+            # A broken adapter must not take the engine's own commands down with it; say so loudly.
+            print(f"warning: command group {ep.name!r} is unavailable: {exc}", file=sys.stderr)
+            continue
         app.add_typer(sub, name=ep.name)
 
 
