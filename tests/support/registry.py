@@ -138,7 +138,8 @@ def start_registry(
     log = open(root / "registry.log", "wb")  # noqa: SIM115 - owned by the process for its lifetime
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     scheme = "https" if tls else "http"
-    reg = Registry(f"{scheme}://127.0.0.1:{port}", f"127.0.0.1:{port}", ca_path, htpasswd, auth_file, root, proc)
+    host = f"127.0.0.1:{port}"
+    reg = Registry(f"{scheme}://{host}", host, ca_path, htpasswd, auth_file, root, proc)
     _wait_ready(reg, timeout)
     return reg
 
@@ -175,7 +176,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
