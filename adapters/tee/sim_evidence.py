@@ -144,12 +144,15 @@ def _parse(evidence: bytes | str | Mapping[str, Any]) -> SimEvidence:
     if isinstance(evidence, (bytes, str)):
         if len(evidence) > MAX_EVIDENCE_BYTES:
             raise MalformedEvidence(
-                f"sim evidence is larger than {MAX_EVIDENCE_BYTES} bytes; send the quote the sim TEE produced."
+                f"sim evidence is larger than {MAX_EVIDENCE_BYTES} bytes; "
+                "send the quote the sim TEE produced."
             )
         try:
             evidence = json.loads(evidence)
         except (ValueError, UnicodeDecodeError):
-            raise MalformedEvidence("sim evidence is not valid JSON; send the quote the sim TEE produced.") from None
+            raise MalformedEvidence(
+                "sim evidence is not valid JSON; send the quote the sim TEE produced."
+            ) from None
     if not isinstance(evidence, Mapping):
         raise MalformedEvidence("sim evidence must be a JSON object; send the quote the sim TEE produced.")
     try:
