@@ -1,0 +1,81 @@
+"""Client options and the retry policy, as small validated value objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .auth import Credentials
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How to retry connection errors, timeouts, 429 and 5xx answers."""
+
+    attempts: int = 4
+    """Total tries per request, the first included."""
+    initial: float = 0.2
+    """Delay before the second try, in seconds."""
+    multiplier: float = 2.0
+    """Each further delay is the previous one times this."""
+    maximum: float = 5.0
+    """Upper bound of one computed delay."""
+    max_retry_after: float = 30.0
+    """Upper bound honoured for a registry's ``Retry-After``; longer asks fail instead of hanging."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if self.initial < 0 or self.maximum < self.initial:
+            raise ValueError("need 0 <= initial <= maximum")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """Delay after failed try number ``attempt`` (1-based), with +-20 % jitter."""
+        base = min(self.initial * self.multiplier ** (attempt - 1), self.maximum)
+        return base * (0.8 + 0.4 * random.random())  # noqa: S311 - jitter, not crypto
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything that configures a registry client; defaults suit a pull inside the enclave."""
+
+    timeout: float = 30.0
+    """Seconds to wait for connect / each read / each write."""
+    ca_bundle: Path | None = None
+    """Extra PEM CA bundle trusted for TLS (in addition to nothing else when given)."""
+    insecure_registries: tuple[str, ...] = ()
+    """``host[:port]`` entries allowed over plain HTTP (loopback hosts always are)."""
+    auth_file: Path | None = None
+    """Docker-style auth.json to take credentials from."""
+    credentials: Credentials | None = None
+    """Explicit credentials; win over ``auth_file``."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_manifest_bytes: int = 4 << 20
+    """Manifests and indexes above this are refused (the distribution spec suggests 4 MiB)."""
+    max_config_bytes: int = 8 << 20
+    max_image_bytes: int = 16 << 30
+    """Sum of config and layer sizes above this is refused before anything is downloaded."""
+    chunk_size: int = 1 << 20
+    """Read/upload chunk size."""
+    platform: str = "linux/amd64"
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_manifest_bytes <= 0 or self.max_image_bytes <= 0:
+            raise ValueError("timeouts and limits must be positive")
+
+    def plain_http_allowed(self, host: str) -> bool:
+        """Docker's convention: loopback registries and listed insecure registries may use HTTP."""
+        if host in self.insecure_registries:
+            return True
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]")
+        if name == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
