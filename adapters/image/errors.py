@@ -65,3 +65,7 @@ class SignatureDigestMismatch(PolicyRejected):
 
 class SignatureFetchFailed(TransientError):
     """The signature store (lookaside or registry) could not be reached; retrying may help."""
+
+
+class EncryptionInputMismatch(PermanentError):
+    """The layer given to ``encrypt_layer_stream`` does not match its descriptor's digest or size."""
