@@ -1,0 +1,158 @@
+"""The tamper-evident audit log: records, the SHA-256 hash chain and signed checkpoints (pure logic).
+
+Every audit row carries ``prev_hash`` and ``hash = sha256(encode(row))`` where ``encode`` joins the
+row's fields (``prev_hash`` included, ``hash`` excluded) in a fixed order with a unit separator, None
+written as NUL. Free text is stripped of those two bytes when a record is made, so the encoding is
+unambiguous. Altering, deleting, inserting or reordering any row breaks the chain at that row.
+Every ``checkpoint_every`` events (and on shutdown) the writer signs ``(seq, hash, time)`` with the
+daemon's Ed25519 key, as CloudTrail signs digest files: the chain then cannot be rewritten wholesale
+by someone without the key, and truncation before a checkpoint is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+SEP, NONE = "\x1f", "\x00"
+CHECKPOINT_DOMAIN = b"enclaveflow-audit-checkpoint/v1\n"
+MAX_DETAIL = 2000
+
+# Column order of the hashed encoding; must match schema.audit minus "hash".
+FIELDS = (
+    "seq", "time_us", "run_id", "workflow", "pod_namespace", "pod_name", "pod_uid", "event",
+    "from_state", "to_state", "action", "attempt", "outcome", "error_type", "error_detail", "actor",
+    "duration_us", "data", "prev_hash",
+)
+
+
+def clean_text(value: str | None, limit: int = MAX_DETAIL) -> str | None:
+    """Free text as it may enter the chain: no separator bytes, bounded length."""
+    if value is None:
+        return None
+    return value.replace(SEP, " ").replace(NONE, " ")[:limit]
+
+
+def dump_data(data: dict[str, Any] | None) -> str | None:
+    """Canonical JSON for the ``data`` column; ensure_ascii escapes every control byte."""
+    if not data:
+        return None
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """One audit event before it gets its place (seq) and hash in the chain."""
+
+    time_us: int
+    event: str
+    run_id: str | None = None
+    workflow: str | None = None
+    pod_namespace: str | None = None
+    pod_name: str | None = None
+    pod_uid: str | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    action: str | None = None
+    attempt: int | None = None
+    outcome: str | None = None
+    error_type: str | None = None
+    error_detail: str | None = None
+    actor: str | None = None
+    duration_us: int | None = None
+    data: str | None = None
+
+    def row(self, seq: int, prev_hash: str) -> tuple[Any, ...]:
+        """The row's values in ``FIELDS`` order (without the hash)."""
+        return (
+            seq, self.time_us, self.run_id, self.workflow, self.pod_namespace, self.pod_name,
+            self.pod_uid, self.event, self.from_state, self.to_state, self.action, self.attempt,
+            self.outcome, self.error_type, clean_text(self.error_detail), self.actor, self.duration_us,
+            self.data, prev_hash,
+        )
+
+
+def row_hash(values: tuple[Any, ...] | list[Any]) -> str:
+    """Hash of one row given its values in ``FIELDS`` order."""
+    text = SEP.join([NONE if v is None else str(v) for v in values])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chain(records: list[AuditRecord], head_seq: int, head_hash: str) -> list[dict[str, Any]]:
+    """Give records consecutive seqs after the head and link their hashes; returns insertable rows."""
+    out = []
+    prev, seq = head_hash, head_seq
+    for rec in records:
+        seq += 1
+        values = rec.row(seq, prev)
+        h = row_hash(values)
+        row = dict(zip(FIELDS, values, strict=True))
+        row["hash"] = h
+        out.append(row)
+        prev = h
+    return out
+
+
+def checkpoint_message(seq: int, hash_: str, time_us: int) -> bytes:
+    return CHECKPOINT_DOMAIN + f"{seq}\n{hash_}\n{time_us}".encode()
+
+
+@dataclass
+class VerifyReport:
+    """What ``audit verify`` found: ok, or the first bad seq and why."""
+
+    events: int = 0
+    checkpoints: int = 0
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    head_seq: int = 0
+    last_checkpoint_seq: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_seq is None and self.reason is None
+
+    def fail(self, seq: int | None, reason: str) -> VerifyReport:
+        if self.ok:
+            self.first_bad_seq, self.reason = seq, reason
+        return self
+
+
+class ChainVerifier:
+    """Streams rows (``FIELDS`` + hash, seq order) and checks each link; stops at the first break."""
+
+    def __init__(self, report: VerifyReport, start_seq: int = 1, start_hash: str = GENESIS_HASH) -> None:
+        self.report = report
+        self.expected_seq = start_seq
+        self.prev = start_hash
+        self.hashes: dict[int, str] = {}
+
+    def feed(self, rows: list[tuple[Any, ...]], want: set[int]) -> bool:
+        """Check a batch; remember hashes of seqs in ``want`` (checkpoints). False once broken."""
+        sha, sep, none = hashlib.sha256, SEP, NONE
+        expected, prev = self.expected_seq, self.prev
+        for row in rows:
+            seq = row[0]
+            if seq != expected:
+                what = "is missing" if seq > expected else "is out of order or duplicated"
+                self.report.fail(expected, f"event {expected} {what} (next row has seq {seq})")
+                return False
+            if row[18] != prev:
+                # Row seq-1 matched its own hash, so it was rewritten together with its hash.
+                self.report.fail(seq - 1, f"event {seq - 1} was altered and re-hashed (event {seq} no longer links to it)")
+                return False
+            h = sha(sep.join([none if v is None else str(v) for v in row[:19]]).encode()).hexdigest()
+            if h != row[19]:
+                self.report.fail(seq, f"event {seq} was altered (its content does not match its hash)")
+                return False
+            if seq in want:
+                self.hashes[seq] = h
+            prev = h
+            expected += 1
+        self.report.events += len(rows)
+        self.expected_seq, self.prev = expected, prev
+        return True

@@ -1,0 +1,147 @@
+"""Audit log persistence: appending to the chain inside a step's transaction, signed checkpoints,
+verification of the stored chain, and filtered queries.
+
+``append`` must run inside the same transaction as the state change it describes; it takes the chain
+head under the write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``FOR UPDATE``), so concurrent
+writers serialise only for the few statements of the append - and the executor batches many steps
+into one transaction, so the head is taken once per batch, not once per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .audit import FIELDS, AuditRecord, ChainVerifier, VerifyReport, chain, checkpoint_message
+from .filters import Field, compile_filter
+from .schema import audit, audit_checkpoints, audit_head
+from .signing import Signer, key_id_of, public_b64, verify_signature
+
+_HEAD_SQLITE = sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+_HEAD_PG = _HEAD_SQLITE.with_for_update()
+_SET_HEAD = audit_head.update().where(audit_head.c.id == 1).values(
+    seq=sa.bindparam("h_seq"), hash=sa.bindparam("h_hash"))
+
+AUDIT_FIELDS: dict[str, Field] = {
+    "seq": Field(audit.c.seq, "int", "position in the chain"),
+    "time": Field(audit.c.time_us, "time", "when it happened"),
+    "run": Field(audit.c.run_id, "str", "run id"),
+    "workflow": Field(audit.c.workflow, "str", "workflow name"),
+    "namespace": Field(audit.c.pod_namespace, "str", "pod namespace"),
+    "pod": Field(audit.c.pod_name, "str", "pod name"),
+    "pod_uid": Field(audit.c.pod_uid, "str", "pod uid"),
+    "event": Field(audit.c.event, "str", "event type, e.g. state.entered, attempt.failed"),
+    "from_state": Field(audit.c.from_state, "str", "state left"),
+    "to_state": Field(audit.c.to_state, "str", "state entered"),
+    "state": Field(sa.func.coalesce(audit.c.to_state, audit.c.from_state), "str", "the state involved"),
+    "action": Field(audit.c.action, "str", "action name"),
+    "attempt": Field(audit.c.attempt, "int", "attempt number"),
+    "outcome": Field(audit.c.outcome, "str", "ok, error, retry, skipped, ..."),
+    "error_type": Field(audit.c.error_type, "str", "stable error name"),
+    "actor": Field(audit.c.actor, "str", "worker or user that did it"),
+    "duration_us": Field(audit.c.duration_us, "int", "duration in microseconds"),
+}
+
+
+class AuditChain:
+    """Appends records to the chain and signs a checkpoint every ``checkpoint_every`` events."""
+
+    def __init__(self, signer: Signer | None, checkpoint_every: int = 1000, postgres: bool = False) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self._head_stmt = _HEAD_PG if postgres else _HEAD_SQLITE
+
+    def append(self, conn: sa.Connection, records: Sequence[AuditRecord]) -> int:
+        """Chain and insert ``records``; returns the new head seq. Call inside the step transaction."""
+        if not records:
+            return -1
+        head_seq, head_hash = conn.execute(self._head_stmt).one()
+        rows = chain(list(records), head_seq, head_hash)
+        conn.execute(audit.insert(), rows)
+        last = rows[-1]
+        conn.execute(_SET_HEAD, {"h_seq": last["seq"], "h_hash": last["hash"]})
+        if self.signer and head_seq // self.checkpoint_every != last["seq"] // self.checkpoint_every:
+            self._checkpoint(conn, last["seq"], last["hash"])
+        return int(last["seq"])
+
+    def checkpoint(self, conn: sa.Connection) -> int | None:
+        """Sign the current head now (on shutdown); returns its seq, None if nothing to sign."""
+        if not self.signer:
+            return None
+        head_seq, head_hash = conn.execute(self._head_stmt).one()
+        if head_seq == 0:
+            return None
+        exists = conn.execute(
+            sa.select(audit_checkpoints.c.seq).where(
+                audit_checkpoints.c.seq == head_seq, audit_checkpoints.c.key_id == self.signer.key_id)
+        ).first()
+        if not exists:
+            self._checkpoint(conn, head_seq, head_hash)
+        return int(head_seq)
+
+    def _checkpoint(self, conn: sa.Connection, seq: int, hash_: str) -> None:
+        assert self.signer is not None
+        now = time.time_ns() // 1000
+        conn.execute(audit_checkpoints.insert().values(
+            seq=seq, hash=hash_, time_us=now, key_id=self.signer.key_id,
+            public_key=public_b64(self.signer.public),
+            signature=self.signer.sign(checkpoint_message(seq, hash_, now))))
+
+
+def verify_chain(
+    engine: sa.Engine, trusted: Sequence[Ed25519PublicKey], batch: int = 20000, require_checkpoint: bool = True
+) -> VerifyReport:
+    """Check every link and every checkpoint signature; the report names the first bad seq."""
+    started = time.perf_counter()
+    report = VerifyReport()
+    keys = {key_id_of(k): k for k in trusted}
+    with engine.connect() as conn:
+        checkpoints = conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq)).all()
+        head_seq, head_hash = conn.execute(_HEAD_SQLITE).one()
+        want = {cp.seq for cp in checkpoints}
+        verifier = ChainVerifier(report)
+        for rows in _stream_rows(conn, batch):
+            if not verifier.feed(rows, want):
+                break
+    report.head_seq = head_seq
+    if report.ok and (verifier.expected_seq - 1 != head_seq or verifier.prev != head_hash):
+        last = verifier.expected_seq - 1
+        report.fail(last + 1 if head_seq > last else head_seq, f"the chain ends at event {last} but its head "
+                    f"says {head_seq}: events were deleted or added after the head")
+    for cp in checkpoints:
+        key = keys.get(cp.key_id)
+        if key is None:
+            report.fail(cp.seq, f"checkpoint at event {cp.seq} is signed by key {cp.key_id}, which is not trusted")
+        elif not verify_signature(key, cp.signature, checkpoint_message(cp.seq, cp.hash, cp.time_us)):
+            report.fail(cp.seq, f"checkpoint at event {cp.seq} has an invalid signature")
+        elif verifier.hashes.get(cp.seq) != cp.hash and report.ok:
+            report.fail(cp.seq, f"events up to {cp.seq} were rewritten: they no longer match the signed checkpoint")
+        else:
+            report.checkpoints += 1
+            report.last_checkpoint_seq = max(report.last_checkpoint_seq, cp.seq)
+    if report.ok and require_checkpoint and head_seq and not checkpoints:
+        report.fail(None, "no signed checkpoint exists yet, so the chain cannot be authenticated")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _stream_rows(conn: sa.Connection, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+    cols = [audit.c[name] for name in FIELDS] + [audit.c.hash]
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+        sa.select(*cols).order_by(audit.c.seq))
+    for part in result.partitions(batch):
+        yield [tuple(r) for r in part]
+
+
+def query_audit(conn: sa.Connection, filter_text: str, limit: int = 1000, newest_first: bool = False
+                ) -> list[dict[str, Any]]:
+    where = compile_filter(filter_text, AUDIT_FIELDS)
+    order = audit.c.seq.desc() if newest_first else audit.c.seq
+    stmt = sa.select(audit).where(where).order_by(order).limit(limit)
+    return [dict(r._mapping) for r in conn.execute(stmt)]

@@ -1,0 +1,95 @@
+"""A run while a worker holds it: the in-memory mirror of its row, and the audit records it emits.
+
+The row is the truth; this object is rebuilt from it on every claim and written back, whole, with
+every step (guarded by the fencing token). Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .audit import AuditRecord, dump_data
+from .machine import CompiledSpec
+
+
+def now_us() -> int:
+    import time
+
+    return time.time_ns() // 1000
+
+
+@dataclass
+class ActiveRun:
+    id: str
+    spec: CompiledSpec
+    state: str
+    phase: str
+    status: str
+    attempt: int
+    context: dict[str, Any]
+    fencing: int
+    owner: str | None
+    state_entered_us: int
+    next_attempt_us: int
+    pod: tuple[str | None, str | None, str | None] = (None, None, None)
+    cancel_requested: bool = False
+    error_type: str | None = None
+    error_detail: str | None = None
+    lease_expires_us: int | None = None
+    records: list[AuditRecord] = field(default_factory=list)
+    attempt_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], spec: CompiledSpec) -> ActiveRun:
+        return cls(
+            id=row["id"], spec=spec, state=row["state"], phase=row["phase"], status=row["status"],
+            attempt=row["attempt"], context=json.loads(row["context"]), fencing=row["fencing"],
+            owner=row["lease_owner"], state_entered_us=row["state_entered_us"],
+            next_attempt_us=row["next_attempt_us"],
+            pod=(row["pod_namespace"], row["pod_name"], row["pod_uid"]),
+            cancel_requested=bool(row["cancel_requested"]), error_type=row["error_type"],
+            error_detail=row["error_detail"], lease_expires_us=row["lease_expires_us"],
+        )
+
+    @property
+    def workflow(self) -> str:
+        return self.spec.spec.name
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self.context.setdefault("results", {})  # type: ignore[no-any-return]
+
+    def scope(self) -> dict[str, Any]:
+        """What ``${...}`` references may read."""
+        return {
+            "input": self.context.get("input", {}),
+            "results": self.results,
+            "events": self.context.get("events", {}),
+            "run": {"id": self.id, "workflow": self.workflow, "state": self.state, "attempt": self.attempt},
+        }
+
+    def audit(self, event: str, *, time_us: int | None = None, data: dict[str, Any] | None = None,
+              **fields: Any) -> None:
+        """Queue an audit record; it is committed with the run's next step."""
+        self.records.append(AuditRecord(
+            time_us=time_us or now_us(), event=event, run_id=self.id, workflow=self.workflow,
+            pod_namespace=self.pod[0], pod_name=self.pod[1], pod_uid=self.pod[2], actor=self.owner,
+            data=dump_data(data), **fields))
+
+    def row(self) -> dict[str, Any]:
+        """The mutable columns, as the step commit writes them."""
+        return {
+            "state": self.state, "status": self.status, "phase": self.phase,
+            "context": json.dumps(self.context, separators=(",", ":"), default=str),
+            "attempt": self.attempt, "state_entered_us": self.state_entered_us,
+            "next_attempt_us": self.next_attempt_us, "lease_owner": self.owner,
+            "lease_expires_us": self.lease_expires_us if self.owner else None,
+            "error_type": self.error_type, "error_detail": self.error_detail, "updated_us": now_us(),
+        }
+
+    def take_pending(self) -> tuple[list[AuditRecord], list[dict[str, Any]]]:
+        recs, rows = self.records, self.attempt_rows
+        self.records, self.attempt_rows = [], []
+        return recs, rows

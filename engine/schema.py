@@ -1,0 +1,147 @@
+"""The database schema (SQLAlchemy 2 Core tables). Alembic migrations in ``migrations/`` create it.
+
+Times are integer microseconds since the Unix epoch (UTC): cheap to compare, index and hash, and the
+same on SQLite and PostgreSQL. JSON documents are stored as text we serialise ourselves, so the exact
+bytes that were hashed into the audit chain are the bytes in the table.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+SCHEMA_REVISION = "0001"
+
+specs = Table(
+    "specs",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow", String(64), nullable=False),
+    Column("workflow_version", Integer, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("state", String(64), nullable=False),
+    # pending | running | waiting | succeeded | failed | cancelled
+    Column("status", String(16), nullable=False),
+    # action | wait | compensate | done: where inside the state the run is
+    Column("phase", String(16), nullable=False),
+    Column("context", Text, nullable=False),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("state_entered_us", BigInteger, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_us", BigInteger),
+    Column("prev_owner", String(64)),
+    Column("fencing", BigInteger, nullable=False, default=0),
+    Column("idempotency_key", String(200), unique=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("pod_namespace", String(253)),
+    Column("pod_name", String(253)),
+    Column("pod_uid", String(64)),
+    Column("error_type", String(100)),
+    Column("error_detail", Text),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+Index("ix_runs_due", runs.c.status, runs.c.next_attempt_us)
+Index("ix_runs_owner", runs.c.lease_owner)
+Index("ix_runs_pod", runs.c.pod_name)
+Index("ix_runs_created", runs.c.created_us)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("state", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("action", String(100)),
+    Column("started_us", BigInteger, nullable=False),
+    Column("finished_us", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("error_type", String(100)),
+    Column("error_detail", Text),
+    Column("worker", String(64)),
+)
+Index("ix_attempts_run", attempts.c.run_id)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("sender", String(100)),
+    Column("created_us", BigInteger, nullable=False),
+    Column("consumed_us", BigInteger),
+)
+Index("ix_events_run", events.c.run_id, events.c.name)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("run_id", String(32)),
+    Column("workflow", String(64)),
+    Column("pod_namespace", String(253)),
+    Column("pod_name", String(253)),
+    Column("pod_uid", String(64)),
+    Column("event", String(40), nullable=False),
+    Column("from_state", String(64)),
+    Column("to_state", String(64)),
+    Column("action", String(100)),
+    Column("attempt", Integer),
+    Column("outcome", String(16)),
+    Column("error_type", String(100)),
+    Column("error_detail", Text),
+    Column("actor", String(100)),
+    Column("duration_us", BigInteger),
+    Column("data", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_pod", audit.c.pod_name, audit.c.seq)
+Index("ix_audit_run", audit.c.run_id, audit.c.seq)
+Index("ix_audit_time", audit.c.time_us)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("public_key", String(100), nullable=False),
+    Column("signature", String(200), nullable=False),
+    UniqueConstraint("seq", "key_id"),
+)
