@@ -231,7 +231,7 @@ async def _body(resp: httpx.Response, host: str, chunk_size: int = 1 << 16):  # 
     from .transport import RetryableFailure
 
     try:
-        async for chunk in resp.aiter_raw(chunk_size):
+        async for chunk in resp.aiter_bytes(chunk_size):
             yield chunk
     except httpx.TimeoutException:
         from .errors import RegistryTimeout

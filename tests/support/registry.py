@@ -270,3 +270,118 @@ def _run(argv: list[str]) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} failed: {proc.stderr.strip()[-2000:]}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults a real registry cannot be made to produce: scripted answers and a server that never answers.
+
+
+@dataclass
+class Reply:
+    """One scripted HTTP answer. ``declared_length`` lies about Content-Length (truncated body)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    declared_length: int | None = None
+
+
+class FaultServer:
+    """A small real HTTP/1.1 server on 127.0.0.1 answering each path from a script.
+
+    ``script(path, *replies)``: the replies are used in order, the last one repeats; unscripted paths
+    get 404 except ``/v2/`` (200). ``hits[path]`` counts requests. Stop with ``stop()``.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.scripts: dict[str, list[Reply]] = {}
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def _answer(self, head: bool) -> None:
+                path = self.path.split("?", 1)[0]
+                server.hits[path] = server.hits.get(path, 0) + 1
+                replies = server.scripts.get(path)
+                if replies is None:
+                    reply = Reply(200) if path == "/v2/" else Reply(404, b'{"errors":[]}')
+                else:
+                    reply = replies.pop(0) if len(replies) > 1 else replies[0]
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                length = reply.declared_length if reply.declared_length is not None else len(reply.body)
+                self.send_header("Content-Length", str(length))
+                if reply.declared_length is not None:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                if not head:
+                    self.wfile.write(reply.body)
+                if reply.declared_length is not None:
+                    self.close_connection = True
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                self._answer(head=False)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._answer(head=True)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self.url = f"http://{self.host}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def script(self, path: str, *replies: Reply) -> None:
+        self.scripts[path] = list(replies)
+
+    def serve_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> None:
+        self.script(f"/v2/{repo}/manifests/{reference}", Reply(200, raw, {"Content-Type": media_type}))
+
+    def serve_blob(self, repo: str, digest: str, data: bytes) -> None:
+        self.script(f"/v2/{repo}/blobs/{digest}", Reply(200, data))
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class StallServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte (a hung registry)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._conns: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self._conns.append(conn)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=2)
+        for conn in self._conns:
+            conn.close()
+        self._sock.close()
