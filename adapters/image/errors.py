@@ -69,3 +69,59 @@ class SignatureFetchFailed(TransientError):
 
 class EncryptionInputMismatch(PermanentError):
     """The layer given to ``encrypt_layer_stream`` does not match its descriptor's digest or size."""
+
+
+# --------------------------------------------------------------------------------------------------
+# unpack, rootfs and bundle - adapters/image/unpack.py, rootfs.py, bundle.py (helper A)
+
+
+class UnpackError(PermanentError):
+    """Root of every refusal while unpacking a layer: nothing of the layer is kept."""
+
+
+class UnsafePath(UnpackError):
+    """A tar entry has an absolute path, a ``..`` component or an unusable name."""
+
+
+class SymlinkEscape(UnpackError):
+    """A symlink's relative target climbs out of the image root."""
+
+
+class WriteThroughSymlink(UnpackError):
+    """A tar entry would be written below a symlink (a classic escape); refused."""
+
+
+class HardlinkEscape(UnpackError):
+    """A hardlink points outside the layer (absolute, ``..``, missing or below a symlink)."""
+
+
+class DeviceNodeRefused(UnpackError):
+    """The layer holds a device node or fifo and the unpack policy forbids them."""
+
+
+class DuplicateEntry(UnpackError):
+    """The layer holds the same non-directory path twice and the policy forbids duplicates."""
+
+
+class UnpackLimitExceeded(UnpackError):
+    """The layer (or image) exceeds the configured number of entries or unpacked bytes (a tar/gzip bomb)."""
+
+
+class DiffIdMismatch(UnpackError):
+    """The uncompressed layer does not hash to its ``rootfs.diff_ids`` entry in the image config."""
+
+
+class CorruptLayer(UnpackError):
+    """The layer is not a readable (compressed) tar stream."""
+
+
+class UnsupportedLayerType(UnpackError):
+    """The layer's media type names a compression this unpacker does not handle."""
+
+
+class WhiteoutTargetMissing(UnpackError):
+    """A whiteout names a path that no lower layer provides."""
+
+
+class BundleError(PermanentError):
+    """The OCI bundle (rootfs + config.json) cannot be created from the image config or at the destination."""
