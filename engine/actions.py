@@ -73,6 +73,7 @@ class ActionRegistry:
 
     def __init__(self) -> None:
         self._actions: dict[str, Action[Any, Any]] = {}
+        self.unavailable: dict[str, str] = {}
 
     def register(
         self,
@@ -146,11 +147,20 @@ class ActionRegistry:
             raise InvalidResult(f"{name} returned an invalid result: {_first_error(exc)}") from None
 
     def load_entry_points(self, groups: Iterable[str] = (ENTRY_POINT_GROUP,)) -> list[str]:
-        """Let installed adapters register their actions; returns the entry-point names loaded."""
+        """Let installed adapters register their actions; returns the entry-point names loaded.
+
+        An adapter that fails to import is recorded in ``unavailable`` (name -> reason) instead of
+        taking every other adapter down; callers report it, and specs using its actions fail
+        validation with that reason as the hint.
+        """
         loaded = []
         for group in groups:
             for ep in entry_points(group=group):
-                register = ep.load()
+                try:
+                    register = ep.load()
+                except ImportError as exc:
+                    self.unavailable[ep.name] = f"{type(exc).__name__}: {exc}"
+                    continue
                 register(self)
                 loaded.append(ep.name)
         return loaded
