@@ -29,7 +29,7 @@ def _add_plugin_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, map errors to one sentence and an exit code."""
-    from . import audit_cmds, run_cmds, workflow_cmds  # noqa: F401  (registers commands)
+    from . import audit_cmds, demo_cmd, run_cmds, workflow_cmds  # noqa: F401  (registers commands)
 
     _add_plugin_commands()
     from ._app import run_app

@@ -44,7 +44,7 @@ def query_cmd(
         return
     for r in rows:
         r["time"] = fmt_time(r["time_us"])
-        r["state"] = r["to_state"] or r["from_state"]
+        r["state"] = r["to_state"] if r["event"] == "state.entered" else r["from_state"]
         r["error"] = r["error_type"]
         r["run"] = (r["run_id"] or "-")[:12]
         r["pod"] = r["pod_name"]

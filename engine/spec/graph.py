@@ -45,7 +45,8 @@ def mermaid(spec: WorkflowSpec) -> str:
 
 def dot(spec: WorkflowSpec) -> str:
     body = spec.spec
-    lines = [f'digraph "{spec.name}" {{', "  rankdir=TB; node [shape=box, style=rounded, fontname=Helvetica];"]
+    lines = [f'digraph "{spec.name}" {{', "  rankdir=TB; node [shape=box, style=rounded, fontname=Helvetica];",
+             "  edge [fontname=Helvetica, fontsize=10];"]
     for name, st in body.states.items():
         shape = "doublecircle" if st.terminal else "box"
         label = f"{name}\\n{st.action}" if st.action else name
@@ -53,6 +54,11 @@ def dot(spec: WorkflowSpec) -> str:
     for src, dst, label in _edges(spec):
         style = ', style=dashed, color=red' if label.startswith("error") else ""
         lines.append(f'  "{src}" -> "{dst}" [label="{label}"{style}];')
+    for target, label in ((body.on_failure, "unhandled error"), (body.on_cancel, "cancel"),
+                          (body.on_enclave_lost, "enclave lost")):
+        if target:
+            lines.append(f'  "any:{label}" [label="any state", shape=plaintext, fontcolor=gray40];')
+            lines.append(f'  "any:{label}" -> "{target}" [label="{label}", style=dashed, color=gray40];')
     lines.append("}")
     return "\n".join(lines)
 

@@ -1,0 +1,5 @@
+"""``python -m engine`` is the ``enclaveflow`` command."""
+
+from .cli import main
+
+main()
