@@ -121,6 +121,21 @@ class KbsClient:
         self._http: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
 
+    def sibling(self) -> KbsClient:
+        """A client with the same settings and shared state, for use on another event loop/thread."""
+        return KbsClient(
+            self.kbs_url,
+            self.provider,
+            state=self.state,
+            ca=self._ca,
+            timeout=self._timeout,
+            rcar_attempts=self._rcar_attempts,
+            resource_attempts=self._resource_attempts,
+            retry_delay=self._retry_delay,
+            clock=self._clock,
+            transport=self._transport,
+        )
+
     async def __aenter__(self) -> KbsClient:
         return self
 
@@ -181,7 +196,11 @@ class KbsClient:
         }
         headers = {"Cookie": f"{SESSION_COOKIE}={auth.session_id}"}
         answer = await send(
-            self._client(), "POST", "/kbs/v0/attest", body=attestation, headers=headers,
+            self._client(),
+            "POST",
+            "/kbs/v0/attest",
+            body=attestation,
+            headers=headers,
             limit=MAX_HANDSHAKE_BYTES,
         )
         if answer.status != 200:
