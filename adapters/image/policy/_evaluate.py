@@ -75,7 +75,8 @@ def select_scope(
 
 
 def _check_claims(claims: SignedClaims, image: Reference, digest: str, rule: SignedIdentity | None) -> None:
-    if claims.manifest_digest != digest:
+    # ``digest`` may carry the index digest too ("<manifest> <index>"): image-rs accepts either.
+    if claims.manifest_digest not in digest.split():
         raise SignatureDigestMismatch("the signature was made for another manifest digest")
     if rule is None:
         return
@@ -100,7 +101,7 @@ def _worst(errors: list[PolicyRejected], fallback: PolicyRejected) -> PolicyReje
 async def _signed_by(
     req: SignedBy, image: Reference, digest: str, sources: SignatureSource
 ) -> RequirementOutcome:
-    blobs = await sources.lookaside_signatures(image, digest)
+    blobs = await sources.lookaside_signatures(image, digest.split()[0])
     if not blobs:
         raise SignatureMissing("the policy requires a GPG signature and the image has none")
     keyrings = req.keyring_blobs()
@@ -124,7 +125,7 @@ async def _sigstore_signed(
     req: SigstoreSigned, image: Reference, digest: str, sources: SignatureSource
 ) -> RequirementOutcome:
     keys = load_public_keys(req.public_key_pems())
-    sigs = await sources.cosign_signatures(image, digest)
+    sigs = await sources.cosign_signatures(image, digest.split()[0])
     if not sigs:
         raise SignatureMissing("the policy requires a cosign signature and the image has none")
     errors: list[PolicyRejected] = []
@@ -164,20 +165,23 @@ async def evaluate(
     signatures: SignatureSource,
     *,
     transport: str = "docker",
+    index_digest: str | None = None,
 ) -> PolicyVerdict:
     """Evaluate ``policy`` for ``image`` whose manifest digest is ``manifest_digest``.
 
     Returns the accepting ``PolicyVerdict``; raises a ``PolicyRejected`` subclass (with the verdict's
     scope in its detail) when any requirement of the selected scope fails, PolicyInvalid for a bad
-    policy and SignatureFetchFailed (transient) when a signature store is unreachable.
+    policy and SignatureFetchFailed (transient) when a signature store is unreachable. When the image
+    was resolved through an index, ``index_digest`` is accepted in signatures too (image-rs).
     """
     pol = policy if isinstance(policy, Policy) else Policy.parse(policy)
     ref = image if isinstance(image, Reference) else parse_reference(image)
     scope, requirements = select_scope(pol, ref, transport)
     outcomes = []
+    accepted_digests = f"{manifest_digest} {index_digest}" if index_digest else manifest_digest
     for req in requirements:
         try:
-            outcomes.append(await _check(req, ref, manifest_digest, signatures))
+            outcomes.append(await _check(req, ref, accepted_digests, signatures))
         except PolicyRejected as err:
             err.detail = f"scope={scope or '<transport default>'} requirement={req.type}"
             raise
