@@ -1,0 +1,202 @@
+"""Unpacking an image's layers in parallel: blob -> decrypt -> decompress -> tar, diff_id checked.
+
+Each layer is extracted by one worker thread into a temporary directory next to its final place
+and renamed there only after its diff_id matched; the heavy steps (AES, HMAC, SHA-256, inflate, file
+writes) release the GIL, so layers really do run side by side. If any layer fails, the others are
+stopped at their next read and every directory this call created is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from adapters.registry.media import Descriptor
+
+from .errors import DiffIdMismatch, UnpackError
+from .layer_stream import ByteBudget, HashingReader, compression_of, decompressing_reader
+from .unpack import LayerTree, UnpackPolicy, extract_layer
+
+Progress = Callable[[str, dict[str, Any]], None]
+READ_BUFFER = 1 << 20
+
+
+class Aborted(UnpackError):
+    """Another layer of the same image failed, so this one stopped early."""
+
+
+@dataclass(frozen=True)
+class LayerJob:
+    index: int
+    desc: Descriptor
+    diff_id: str
+    blob: Path
+
+
+@dataclass
+class LayerResult:
+    """One unpacked layer: secret-free figures plus its tree (directory, whiteouts)."""
+
+    index: int
+    digest: str
+    diff_id: str
+    media_type: str
+    encrypted: bool
+    compressed_bytes: int
+    bytes: int
+    entries: int
+    seconds: float
+    tree: LayerTree
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "diff_id": self.diff_id,
+            "media_type": self.media_type,
+            "encrypted": self.encrypted,
+            "compressed_bytes": self.compressed_bytes,
+            "bytes": self.bytes,
+            "entries": self.entries,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class _AbortableBudget(ByteBudget):
+    """The shared byte budget doubles as the stop signal for sibling layers."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.stop = threading.Event()
+
+    def take(self, n: int) -> None:
+        if self.stop.is_set():
+            raise Aborted("Unpacking stopped because another layer of the image failed.")
+        super().take(n)
+
+
+def layer_dir(dest: Path, diff_id: str) -> Path:
+    return dest / diff_id.replace(":", "-")
+
+
+def unpack_layer(
+    job: LayerJob, keys: Any, dest: Path, policy: UnpackPolicy, budget: ByteBudget
+) -> LayerResult:
+    """Decrypt, decompress, check and extract one layer into ``dest/<diff_id>``; nothing left on error."""
+    from .ocicrypt import open_decrypting_reader
+
+    started = time.perf_counter()
+    final = layer_dir(dest, job.diff_id)
+    tmp = dest / f".{final.name}.{os.getpid()}.{threading.get_ident():x}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        with open(job.blob, "rb", buffering=0) as raw:
+            plain: BinaryIO = open_decrypting_reader(job.desc.to_json(), raw, keys)  # type: ignore[arg-type]
+            if plain is not raw:
+                plain = io.BufferedReader(plain, READ_BUFFER)  # type: ignore[arg-type]
+            tar_stream = decompressing_reader(plain, compression_of(job.desc.media_type))
+            hashed = HashingReader(tar_stream, job.diff_id, budget)
+            tree = extract_layer(hashed, tmp, policy)
+            hashed.drain()
+        if not hmac.compare_digest(hashed.digest().encode(), job.diff_id.encode()):
+            raise DiffIdMismatch(
+                f"Layer {job.index} ({job.desc.digest[:19]}) does not match its diff_id; "
+                "the image is corrupt or tampered."
+            )
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tree.path = final
+    _save_tree(tree)
+    return LayerResult(
+        job.index,
+        job.desc.digest,
+        job.diff_id,
+        job.desc.media_type,
+        job.desc.encrypted,
+        job.desc.size,
+        hashed.bytes,
+        tree.entries,
+        time.perf_counter() - started,
+        tree,
+    )
+
+
+def _save_tree(tree: LayerTree) -> None:
+    """Whiteouts etc. next to the layer dir, so a later ``image.mount`` can compose without re-reading."""
+    meta = {
+        "entries": tree.entries,
+        "whiteouts": tree.whiteouts,
+        "opaque_dirs": tree.opaque_dirs,
+        "lower_links": tree.lower_links,
+    }
+    tree.path.with_name(tree.path.name + ".json").write_text(json.dumps(meta))
+
+
+def load_tree(dest: Path, diff_id: str) -> LayerTree:
+    path = layer_dir(dest, diff_id)
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    return LayerTree(
+        path, meta["entries"], meta["whiteouts"], meta["opaque_dirs"], [tuple(x) for x in meta["lower_links"]]
+    )  # type: ignore[misc]
+
+
+def unpack_layers(
+    jobs: Sequence[LayerJob],
+    keys: Any,
+    dest: Path,
+    policy: UnpackPolicy,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[LayerResult]:
+    """Unpack ``jobs`` in parallel (``workers`` threads, default: CPUs); all or nothing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    budget = _AbortableBudget(policy.max_bytes)
+    workers = max(1, min(len(jobs) or 1, workers or os.cpu_count() or 1))
+
+    def run(job: LayerJob) -> LayerResult:
+        if progress:
+            progress("layer-start", {"index": job.index, "digest": job.desc.digest, "size": job.desc.size})
+        try:
+            result = unpack_layer(job, keys, dest, policy, budget)
+        except BaseException:
+            budget.stop.set()
+            raise
+        if progress:
+            progress("layer-done", result.summary() | {"index": job.index})
+        return result
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
+        futures = [pool.submit(run, job) for job in jobs]
+        outcomes: list[LayerResult | BaseException] = []
+        for fut in futures:
+            try:
+                outcomes.append(fut.result())
+            except BaseException as exc:  # noqa: BLE001 - collected, re-raised below after cleanup
+                outcomes.append(exc)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:
+        for o in outcomes:
+            if isinstance(o, LayerResult):
+                _remove_layer(o.tree.path)
+        raise next((e for e in errors if not isinstance(e, Aborted)), errors[0])
+    return [o for o in outcomes if isinstance(o, LayerResult)]
+
+
+def _remove_layer(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.with_name(path.name + ".json").unlink()

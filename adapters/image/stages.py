@@ -1,0 +1,113 @@
+"""The enclave-side image stages over the session's blob store: decrypt+unpack, then mount.
+
+``decrypt_image`` turns the stored (encrypted) blobs of a pulled image into checked layer
+directories; ``mount_image`` composes them into ``<bundle>/rootfs`` and writes
+``<bundle>/config.json``. Both are all-or-nothing: the bundle is assembled in a temporary directory
+next to its destination and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.registry.layout import OciLayout
+from adapters.registry.media import Manifest, media_type_of, parse_manifest
+from adapters.registry.pull import load_config
+
+from .bundle import runtime_config
+from .errors import BundleError
+from .pipeline import LayerJob, LayerResult, Progress, layer_dir, load_tree, unpack_layers
+from .rootfs import compose
+from .unpack import UnpackPolicy
+
+LAYERS_DIR = "layers"
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    manifest_digest: str
+    manifest: Manifest
+    config: dict[str, Any]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config["rootfs"]["diff_ids"])
+
+
+def load_image(store: OciLayout, manifest_digest: str) -> StoredImage:
+    """Manifest and config of a pulled image from the blob store (both digest-named, verified on write)."""
+    try:
+        raw = store.blob_path(manifest_digest).read_bytes()
+    except (FileNotFoundError, ValueError):
+        raise BundleError(
+            f"Image {manifest_digest[:19]} is not in the enclave's blob store; run registry.pull."
+        ) from None
+    manifest = parse_manifest(raw, media_type_of(raw, None))
+    return StoredImage(manifest_digest, manifest, load_config(store, manifest))
+
+
+def decrypt_image(
+    store: OciLayout,
+    image: StoredImage,
+    keys: Any,
+    layers_dir: Path,
+    policy: UnpackPolicy,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[LayerResult]:
+    """Decrypt, decompress, diff_id-check and extract every (distinct) layer into ``layers_dir``."""
+    jobs, seen = [], set()
+    for index, (desc, diff_id) in enumerate(zip(image.manifest.layers, image.diff_ids, strict=True)):
+        if diff_id in seen:
+            continue  # the same layer twice: extracted once, applied at its first position
+        seen.add(diff_id)
+        jobs.append(LayerJob(index, desc, diff_id, store.blob_path(desc.digest)))
+    return unpack_layers(jobs, keys, layers_dir, policy, workers, progress)
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    path: Path
+    rootfs_entries: int
+    args: list[str]
+    seconds: float
+
+
+def mount_image(image: StoredImage, layers_dir: Path, bundle: Path, policy: UnpackPolicy) -> BundleInfo:
+    """Compose the unpacked layers into ``bundle/rootfs`` and write ``bundle/config.json``.
+
+    ``bundle`` must not exist yet; the layer directories are consumed.
+    """
+    started = time.perf_counter()
+    if bundle.exists():
+        raise BundleError(f"The bundle destination {bundle} already exists; remove it or pick another.")
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    tmp = bundle.with_name(f".{bundle.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        trees, seen = [], set()
+        for diff_id in image.diff_ids:
+            if diff_id not in seen:
+                seen.add(diff_id)
+                trees.append(load_tree(layers_dir, diff_id))
+        entries = compose(trees, tmp / "rootfs", policy.strict_whiteouts)
+        spec = runtime_config(image.config, tmp / "rootfs")
+        (tmp / "config.json").write_text(json.dumps(spec, indent=2) + "\n")
+        os.rename(tmp, bundle)
+        for diff_id in seen:
+            meta = layer_dir(layers_dir, diff_id)
+            meta.with_name(meta.name + ".json").unlink(missing_ok=True)
+    except FileNotFoundError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BundleError("A layer of the image is not unpacked here; run image.decrypt first.") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BundleInfo(bundle, entries, list(spec["process"]["args"]), time.perf_counter() - started)
