@@ -20,6 +20,7 @@ from .errors import DatabaseError
 from .schema import SCHEMA_REVISION, metadata
 
 KNOWN_REVISIONS = ("0001",)
+WRITE_OPTION = "enclaveflow_write"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -48,7 +49,10 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (so the audit chain head cannot move under them);
+        # readers start a deferred transaction and never block writers in WAL mode.
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def create_db_engine(url_or_path: str | None = None, *, synchronous: str = "NORMAL", pool_size: int = 5) -> Engine:
@@ -99,9 +103,14 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine to use for write transactions (``with writer(engine).begin() as conn``)."""
+    return engine.execution_options(**{WRITE_OPTION: True})
 
 
 def open_database(url_or_path: str | None = None, **kwargs: Any) -> Engine:

@@ -97,10 +97,11 @@ class RunDriver:
         return await self._after_action(result)
 
     async def _call(self, action: str, raw_params: dict[str, Any], runs_in: str, timeout: float,
-                    attempt: int | None = None) -> dict[str, Any]:
+                    attempt: int | None = None, key_part: str = "") -> dict[str, Any]:
         run = self.run
         attempt = attempt or run.attempt
-        key = f"{run.id}:{run.state}:{attempt}" + (f":{action}" if run.phase == "compensate" else "")
+        # Stable across crash re-executions of the same attempt, so actions can deduplicate on it.
+        key = f"{run.id}:{run.state}{key_part}:{attempt}"
         params = resolve(raw_params, run.scope())
         ctx = ActionContext(run_id=run.id, workflow=run.workflow, state=run.state, attempt=attempt,
                             input=run.context.get("input", {}), results=run.results,
@@ -215,6 +216,7 @@ class RunDriver:
         if not comps:
             return await self._finish(final_status)
         run.context["compensations"] = comps
+        run.context["compensation_index"] = 0
         run.phase = "compensate"
         run.audit("compensation.started", from_state=run.state, outcome="running",
                   data={"actions": [c["action"] for c in comps]})
@@ -224,16 +226,18 @@ class RunDriver:
     async def _compensate_one(self) -> bool:
         run = self.run
         comps: list[dict[str, Any]] = run.context.get("compensations", [])
-        if not comps:
+        index = int(run.context.get("compensation_index", 0))
+        if index >= len(comps):
             return await self._finish(run.context.get("final_status", "failed"))
-        comp = comps[0]
+        comp = comps[index]
         plan = run.spec.plans[run.state]
         policy: RetryPolicy = plan.policy
         attempt = int(run.context.get("compensation_attempt", 1))
         started = now_us()
         runs_in = comp.get("runs_in") or plan.runs_in
         try:
-            await self._call(comp["action"], comp.get("params") or {}, runs_in, plan.timeout, attempt)
+            await self._call(comp["action"], comp.get("params") or {}, runs_in, plan.timeout, attempt,
+                             key_part=f":compensate{index}")
         except ActionError as exc:
             delay = decide(policy, exc, attempt)
             event = "compensation.retry" if delay is not None else "compensation.failed"
@@ -248,7 +252,7 @@ class RunDriver:
         else:
             run.audit("compensation.succeeded", from_state=run.state, action=comp["action"], attempt=attempt,
                       outcome="ok", duration_us=now_us() - started)
-        run.context["compensations"] = comps[1:]
+        run.context["compensation_index"] = index + 1
         run.context["compensation_attempt"] = 1
         await self.w.commit(run)
         return True

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from .audit import AuditRecord, dump_data
 from .audit_store import AuditChain
+from .db import writer
 from .errors import InvalidState, NotFound
 from .schema import attempts, events, runs, specs
 from .spec.loader import LoadedSpec
@@ -87,6 +88,7 @@ class Store:
 
     def __init__(self, engine: sa.Engine, chain: AuditChain) -> None:
         self.engine = engine
+        self.writer = writer(engine)
         self.chain = chain
         self.postgres = engine.dialect.name == "postgresql"
 
@@ -114,7 +116,7 @@ class Store:
         t = now_us()
         run_id = uuid.uuid4().hex
         spec = loaded.spec
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             if idempotency_key:
                 found = conn.execute(sa.select(runs.c.id).where(runs.c.idempotency_key == idempotency_key)).scalar()
                 if found:
@@ -147,13 +149,13 @@ class Store:
             params.update(dict(zip(names, only, strict=True)))
         template = _CLAIM_POSTGRES if self.postgres else _CLAIM_SQLITE
         stmt = sa.text(template.text.format(only=only_sql))
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt, params)]
 
     def renew(self, owner: str, lease_ttl: float) -> list[str]:
         """Extend every lease this worker holds; returns its runs that were asked to cancel."""
         t = now_us()
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(runs.update().where(runs.c.lease_owner == owner, runs.c.status.in_(ACTIVE))
                          .values(lease_expires_us=t + int(lease_ttl * 1e6)))
             rows = conn.execute(sa.select(runs.c.id).where(
@@ -164,7 +166,7 @@ class Store:
         """Give leases back (shutdown) so another worker can continue at once."""
         if not run_ids:
             return
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(runs.update().where(runs.c.lease_owner == owner, runs.c.id.in_(list(run_ids)))
                          .values(lease_owner=None, lease_expires_us=None))
 
@@ -174,7 +176,7 @@ class Store:
         applied: list[bool] = []
         records: list[AuditRecord] = []
         attempt_rows: list[dict[str, Any]] = []
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             for step in batch:
                 params = dict(step.row, b_id=step.run_id, b_fencing=step.fencing, b_owner=step.owner)
                 ok = conn.execute(_STEP_UPDATE, params).rowcount == 1
@@ -191,7 +193,7 @@ class Store:
         return applied
 
     def audit_only(self, records: Sequence[AuditRecord]) -> None:
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             self.chain.append(conn, records)
 
     def pending_event(self, run_id: str, name: str) -> tuple[int, dict[str, Any]] | None:
@@ -202,18 +204,18 @@ class Store:
         return (row.id, json.loads(row.data)) if row else None
 
     def checkpoint(self) -> int | None:
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             return self.chain.checkpoint(conn)
 
     # -- outside requests (CLI, adapters) --------------------------------------------------------
     def signal(self, run_id: str, event: str, data: dict[str, Any], sender: str = "cli") -> None:
         """Deliver an event to a run parked waiting for it, and make the run due."""
         t = now_us()
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             run = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
             if run is None:
                 raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
-            waiting_for = _waiting_for(self, run)
+            waiting_for = _waiting_for(conn, run)
             if run.status != "waiting" or waiting_for != event:
                 what = f"waits for {waiting_for!r}" if waiting_for and run.status == "waiting" else \
                     f"is {run.status} in state {run.state!r} and is not waiting for an event"
@@ -229,7 +231,7 @@ class Store:
 
     def request_cancel(self, run_id: str, actor: str = "cli") -> str:
         t = now_us()
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             run = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
             if run is None:
                 raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
@@ -246,9 +248,9 @@ class Store:
         return str(run.state)
 
 
-def _waiting_for(store: Store, run: Any) -> str | None:
+def _waiting_for(conn: sa.Connection, run: Any) -> str | None:
     if run.phase != "wait":
         return None
-    body = store.spec_body(run.spec_hash)
+    body = json.loads(conn.execute(sa.select(specs.c.body).where(specs.c.hash == run.spec_hash)).scalar_one())
     state = body["spec"]["states"].get(run.state, {})
     return state.get("wait_for")  # type: ignore[no-any-return]
