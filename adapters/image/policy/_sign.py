@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SignatureInvalid
-from ._cosign import CosignSignature, key_id, sign_payload, signature_artifact, signature_tag
+from ._cosign import (
+    CosignSignature,
+    key_id,
+    sign_payload,
+    signature_artifact,
+    signature_tag,
+    verify_signature,
+)
 from ._payload import cosign_payload
 from ._sources import CosignStore
 
@@ -85,7 +92,9 @@ async def sign_image(
         existing = await CosignStore(ref.split("@")[0], options).fetch(digest)
     except SignatureInvalid:
         existing = []  # an unusable old artifact is replaced
-    sigs = [s for s in existing if s.payload != payload] + [new]
+    # Re-signing with the same key replaces that key's signature; other signers' layers are kept.
+    mine = [key.public_key()]
+    sigs = [s for s in existing if s.payload != payload or verify_signature(s, mine) is None] + [new]
     manifest, config, layers = signature_artifact(sigs)
     await _push_artifact(image, manifest, config, layers, signature_tag(digest), options)
     return SignedImage(digest, signature_tag(digest), docker_ref, key_id(key.public_key()), len(sigs))
