@@ -1,0 +1,1 @@
+"""The built-in attestation service: verifiers per TEE, RVPS, appraisal policy, EAR building."""

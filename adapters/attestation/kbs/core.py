@@ -1,0 +1,151 @@
+"""The KBS itself, free of HTTP: RCAR auth/attest, resource release and admin operations.
+
+HTTP handlers (``api.py``) only parse, call one method here and shape the answer. Everything a
+replica must share lives in the database (sessions, resources, reference values, policies, token
+key); what lives only in memory here is caches.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from adapters.kms import Kms, open_kms
+from adapters.tee.sim_evidence import platform_id_of
+from engine.errors import UsageError
+
+from ..errors import ProtocolError
+from ..jwe import seal
+from ..protocol import Attestation, Challenge, Request, ResourcePath, check_protocol_version
+from .admin import AdminAuth, load_public_key
+from .attestation.service import AttestationService, status_of_claims, tee_of_claims, tee_pubkey_of_claims
+from .attestation.verifiers import SampleVerifier, SimVerifier
+from .config import KbsConfig
+from .db import open_engine
+from .errors import AttestationFailed, NonceInvalid, TokenInvalid, TokenNotFound
+from .policies import PolicyStore
+from .policy import check_access
+from .resource import ResourceStore
+from .attestation.rvps import Rvps
+from .sessions import Session, SessionStore
+from .token import TokenBroker, load_or_create_key
+
+log = logging.getLogger("enclaveflow.kbs")
+
+
+def load_platform_keys(paths: tuple[Path, ...]) -> dict[str, Ed25519PublicKey]:
+    """Trusted sim platform keys (PEM public keys), by platform id."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        try:
+            key = serialization.load_pem_public_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(
+                f"cannot read trusted platform key {path}",
+                hint="pass the PEM printed by 'enclaveflow tee platform-key show'",
+            ) from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise UsageError(
+                f"trusted platform key {path} is not Ed25519",
+                hint="pass the PEM printed by 'enclaveflow tee platform-key show'",
+            )
+        keys[platform_id_of(key)] = key
+    return keys
+
+
+class Kbs:
+    """One KBS process: shared state in the database, caches in memory."""
+
+    def __init__(self, config: KbsConfig, kms: Kms | None = None) -> None:
+        self.config = config
+        self.admin = AdminAuth([load_public_key(p) for p in config.admin_public_keys], config.insecure_admin)
+        self.platform_keys = load_platform_keys(config.trusted_platform_keys)
+        self.kms = kms if kms is not None else open_kms(config.kms)
+        self.engine = open_engine(config.db_url)
+        self.sessions = SessionStore(self.engine, config.session_timeout_s)
+        self.rvps = Rvps(self.engine)
+        self.policies = PolicyStore(self.engine)
+        self.resources = ResourceStore(self.engine, self.kms)
+        self.broker = TokenBroker(load_or_create_key(self.engine, self.kms), config.token_lifetime_s)
+        self.service = AttestationService(
+            {"sample": SampleVerifier(), "sim": SimVerifier(self.platform_keys)},
+            self.policies.attestation.get,
+            self.rvps.query,
+            config.token_lifetime_s,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.kms.close()
+
+    # -- RCAR --------------------------------------------------------------------------------
+
+    def auth(self, req: Request) -> Session:
+        try:
+            check_protocol_version(req.version)
+        except ProtocolError as exc:
+            raise AttestationFailed(f"RCAR handshake Auth failed: {exc.message}") from exc
+        if not self.service.supports(req.tee):
+            raise AttestationFailed(
+                f"RCAR handshake Auth failed: TEE {req.tee[:32]!r} is not supported here."
+            )
+        return self.sessions.create(req.tee, "sha384")
+
+    def challenge(self, session: Session) -> Challenge:
+        return Challenge(nonce=session.nonce, extra_params="")
+
+    def attest(self, session_id: str | None, att: Attestation) -> str:
+        session = self.sessions.get(session_id)
+        if session.attested:
+            raise NonceInvalid("this session already attested; its nonce is good for one attestation only.")
+        if not hmac.compare_digest(att.runtime_data.nonce.encode(), session.nonce.encode()):
+            raise NonceInvalid(
+                "runtime-data nonce is not this session's challenge; use the nonce from /auth."
+            )
+        claims = self.service.evaluate(session.tee, session.nonce, session.hash_alg, att)
+        token = self.broker.sign(claims)
+        self.sessions.mark_attested(session, att.runtime_data.nonce, token)
+        log.info("attestation tee=%s status=%s", session.tee, status_of_claims(claims))
+        return token
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def token_for(self, session_id: str | None, bearer: str | None) -> str:
+        """The session's token if the cookie names an attested session, else the bearer token."""
+        if session_id:
+            try:
+                session = self.sessions.get(session_id)
+                if session.attested and session.token:
+                    return session.token
+            except AttestationFailed:
+                pass  # fall through to the bearer token, as trustee does
+        if bearer:
+            return bearer
+        raise TokenNotFound("no attestation token: attest first or send 'Authorization: Bearer <token>'.")
+
+    def release(self, path: ResourcePath, token: str) -> dict[str, str]:
+        """The resource sealed to the token's TEE key, if the policy allows."""
+        claims = self.broker.verify(token)
+        check_access(self.policies.resource.get(), claims, path, self.config.allow_tees)
+        pubkey = tee_pubkey_of_claims(claims)
+        if not isinstance(pubkey, dict):
+            raise TokenInvalid("attestation token carries no TEE public key; attest again.")
+        jwe = seal(self.resources.get(path), pubkey)
+        log.debug("released %s to tee=%s", path, tee_of_claims(claims))
+        return jwe
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def put_resource(self, path: ResourcePath, value: bytes) -> dict[str, Any]:
+        info = self.resources.put(path, value)
+        log.info("resource set %s (%d bytes, kms=%s key=%s)", path, len(value), info["kms"], info["key_id"])
+        return info
+
+    def delete_resource(self, path: ResourcePath) -> None:
+        self.resources.delete(path)
+        log.info("resource deleted %s", path)

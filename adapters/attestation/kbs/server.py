@@ -1,0 +1,57 @@
+"""Run the KBS on uvicorn (httptools/uvloop when installed), one process."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from .app import CountRequests, create_app
+from .config import KbsConfig
+from .core import Kbs
+
+log = logging.getLogger("enclaveflow.kbs")
+
+INSECURE_ADMIN_WARNING = (
+    "WARNING: --insecure-admin is ON: anyone who can reach this KBS can read the resource list, "
+    "replace resources, reference values and policies. Use it for local demos only."
+)
+
+
+def build_asgi(config: KbsConfig) -> tuple[Kbs, Any]:
+    kbs = Kbs(config)
+    return kbs, CountRequests(create_app(kbs))
+
+
+def serve(config: KbsConfig, host: str, port: int, log_level: str = "info") -> None:
+    """Blocking: serve until SIGINT/SIGTERM."""
+    if config.insecure_admin:
+        print(INSECURE_ADMIN_WARNING, file=sys.stderr, flush=True)
+        log.warning(INSECURE_ADMIN_WARNING)
+    kbs, asgi = build_asgi(config)
+    fast = importlib.util.find_spec("httptools") is not None
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    print(
+        f"enclaveflow KBS listening on http://{host}:{port} (kms={kbs.kms.backend}, "
+        f"allowed TEEs={','.join(sorted(config.allow_tees))})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        uvicorn.run(
+            asgi,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            http="httptools" if fast else "h11",
+            loop=loop,
+            lifespan="off",
+            timeout_keep_alive=30,
+            backlog=2048,
+        )
+    finally:
+        kbs.close()
