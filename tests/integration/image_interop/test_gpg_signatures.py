@@ -225,3 +225,39 @@ async def test_image_verify_action(signed: dict[str, Any], signer: GpgKey, tmp_p
             ctx,
             "k2",
         )
+
+
+async def test_lookaside_over_http(signed: dict[str, Any], signer: GpgKey) -> None:
+    """The same skopeo-written lookaside, served by a real HTTP server on loopback."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            return None
+
+    handler = functools.partial(Quiet, directory=str(signed["lookaside"]))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        sources = SignatureSources(
+            lookaside=LookasideStore({"docker": {f"{signed['host']}/test": {"lookaside": url}}})
+        )
+        verdict = await evaluate(
+            _policy(signer.keyring, signed["host"]), f"{signed['host']}/test/app:v1", signed["v1"], sources
+        )
+        assert verdict.accepted and verdict.key_id == signer.fingerprint
+        with pytest.raises(SignatureMissing):
+            await evaluate(
+                _policy(signer.keyring, signed["host"]),
+                f"{signed['host']}/test/app:v2",
+                signed["v2"],
+                sources,
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
