@@ -1,7 +1,113 @@
-"""Image commands (being written)."""
+"""``enclaveflow image pull | inspect``: the enclave-side pull pipeline, run on the host for debugging.
+
+Thin typer commands over ``local_pull`` and ``inspect``; progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
 
 import typer
 
+from adapters.registry import ClientOptions
+
+from .unpack import UnpackPolicy
+
+
+def _options(
+    insecure: list[str], ca_bundle: Path | None, authfile: Path | None, platform: str
+) -> ClientOptions:
+    return ClientOptions(
+        insecure_registries=tuple(insecure), ca_bundle=ca_bundle, auth_file=authfile, platform=platform
+    )
+
+
+INSECURE = typer.Option(
+    [], "--insecure-registry", help="HOST:PORT allowed over plain HTTP (loopback always is)."
+)
+CA = typer.Option(None, "--ca-bundle", help="PEM CA bundle to trust for the registry's TLS.")
+AUTH = typer.Option(None, "--authfile", help="docker-style auth.json with registry credentials.")
+PLATFORM = typer.Option("linux/amd64", "--platform", help="os/arch[/variant] to pick from an index.")
+POLICY = typer.Option(None, "--policy", help="containers-policy.json; without it signatures are NOT checked.")
+IDENTITY = typer.Option(None, "--identity", help="docker reference an oci: image is judged as by the policy.")
+LOOKASIDE = typer.Option(None, "--lookaside", help="lookaside signature store URL (file:// or http(s)://).")
+
+
+def pull(
+    ref: str = typer.Argument(
+        ..., help="docker://HOST/REPO:TAG, docker://HOST/REPO@sha256:..., or oci:PATH:TAG"
+    ),
+    dest: Path = typer.Argument(..., help="new (or empty) directory to become the OCI bundle"),
+    policy: Path | None = POLICY,
+    decryption_key: list[Path] = typer.Option(
+        [], "--decryption-key", help="private key (PEM/DER) for JWE layers."
+    ),
+    insecure_registry: list[str] = INSECURE,
+    authfile: Path | None = AUTH,
+    ca_bundle: Path | None = CA,
+    platform: str = PLATFORM,
+    identity: str | None = IDENTITY,
+    lookaside: str | None = LOOKASIDE,
+    max_unpacked_bytes: int = typer.Option(32 << 30, help="refuse images unpacking to more bytes (bombs)."),
+    allow_devices: bool = typer.Option(False, help="create device nodes and fifos found in layers."),
+    workers: int | None = typer.Option(None, help="layers unpacked at once (default: CPU count)."),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout."),
+) -> None:
+    """Pull, verify, decrypt and unpack an image into an OCI bundle (DIR/rootfs + DIR/config.json).
+
+    Example: enclaveflow image pull docker://127.0.0.1:5000/app:v1 ./bundle --decryption-key priv.pem
+    --policy policy.json
+    """
+    from .local_pull import PullRequest, pull_bundle
+
+    req = PullRequest(
+        image=ref,
+        dest=dest.resolve(),
+        options=_options(insecure_registry, ca_bundle, authfile, platform),
+        policy=policy,
+        identity=identity,
+        lookaside=lookaside,
+        decryption_keys=list(decryption_key),
+        unpack=UnpackPolicy(max_bytes=max_unpacked_bytes, allow_devices=allow_devices),
+        workers=workers,
+    )
+    summary = asyncio.run(pull_bundle(req))
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(
+            f"{summary['manifest_digest']} -> {summary['bundle']} "
+            f"({summary['unpacked_bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f}s)"
+        )
+
+
+def inspect(
+    ref: str = typer.Argument(..., help="docker://HOST/REPO:TAG or oci:PATH:TAG"),
+    policy: Path | None = POLICY,
+    insecure_registry: list[str] = INSECURE,
+    authfile: Path | None = AUTH,
+    ca_bundle: Path | None = CA,
+    platform: str = PLATFORM,
+    identity: str | None = IDENTITY,
+    lookaside: str | None = LOOKASIDE,
+) -> None:
+    """Show an image's layers, their encryption, its signatures and the policy verdict (as JSON).
+
+    Example: enclaveflow image inspect docker://127.0.0.1:5000/app:v1 --policy policy.json
+    """
+    from .inspect import inspect_image
+
+    report = asyncio.run(
+        inspect_image(
+            ref, _options(insecure_registry, ca_bundle, authfile, platform), policy, identity, lookaside
+        )
+    )
+    typer.echo(json.dumps(report, indent=2))
+
 
 def add_commands(app: typer.Typer) -> None:
-    """Add this module's commands to the image group."""
+    """Add ``pull`` and ``inspect`` to the image group."""
+    app.command("pull")(pull)
+    app.command("inspect")(inspect)

@@ -53,7 +53,7 @@ class PulledImage:
 
 async def resolve(source: ImageSource, ref: ImageReference, options: ClientOptions) -> ResolvedImage:
     """Fetch the manifest for ``ref``; an index is narrowed to ``options.platform``."""
-    wanted = ref.digest or ref.tag if ref.transport == "docker" else ref.tag
+    wanted = ref.digest or ref.tag
     top = await source.get_manifest(wanted)
     index_digest = None
     raw = top
