@@ -141,13 +141,14 @@ class ChainVerifier:
                 what = "is missing" if seq > expected else "is out of order or duplicated"
                 self.report.fail(expected, f"event {expected} {what} (next row has seq {seq})")
                 return False
-            if row[18] != prev:
-                # Row seq-1 matched its own hash, so it was rewritten together with its hash.
-                self.report.fail(seq - 1, f"event {seq - 1} was altered and re-hashed (event {seq} no longer links to it)")
-                return False
             h = sha(sep.join([none if v is None else str(v) for v in row[:19]]).encode()).hexdigest()
             if h != row[19]:
                 self.report.fail(seq, f"event {seq} was altered (its content does not match its hash)")
+                return False
+            if row[18] != prev:
+                # Both rows match their own hashes: one of them was rewritten whole, or inserted.
+                self.report.fail(seq - 1, f"the chain breaks between events {seq - 1} and {seq}: "
+                                 "one of them was rewritten together with its hash, or inserted")
                 return False
             if seq in want:
                 self.hashes[seq] = h

@@ -8,8 +8,12 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import click
 import typer
+
+try:  # typer >= 0.26 vendors click as typer._click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from ..errors import ActionError, EnclaveflowError
 
@@ -63,14 +67,15 @@ def run_app(argv: list[str] | None = None) -> int:
     """Run the app with our error mapping; returns the process exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ENCLAVEFLOW_DEBUG")
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        # With standalone_mode off, click returns an Exit's code instead of raising it.
+        rc = app(args=argv, standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
+    except click_exc.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help())  # bare group: its help, on stdout, like --help
+        return 0
+    except click_exc.ClickException as exc:
         exc.show()
         return 2
     except EnclaveflowError as exc:
