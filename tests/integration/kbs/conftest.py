@@ -8,6 +8,7 @@ registered (resource values, key bytes, in raw/b64/hex forms) and the test error
 from __future__ import annotations
 
 import base64
+import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,8 +104,6 @@ class KbsEnv:
     def reference_values(
         self, kbs: KbsProcess, values: dict[str, Any], expiration: str | None = None
     ) -> None:
-        import json
-
         msg: dict[str, Any] = {
             "version": "0.1.0",
             "type": "sample",
@@ -116,8 +115,7 @@ class KbsEnv:
         assert resp.status_code == 200, resp.text
 
 
-@pytest.fixture
-def kbs_env(tmp_path: Path) -> Iterator[KbsEnv]:
+def _make_env(tmp_path: Path) -> KbsEnv:
     priv, pub = init_key_pair(tmp_path / "admin")
     platform = Ed25519PrivateKey.generate()
     platform_pub = tmp_path / "platform.pub"
@@ -127,27 +125,36 @@ def kbs_env(tmp_path: Path) -> Iterator[KbsEnv]:
         )
     )
     env = KbsEnv(tmp_path, priv, pub, platform, platform_pub, tmp_path / "master.json")
-    env.secret(
-        platform.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-    )
-    env.secret(
-        load_private_key(priv).private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-    )
-    yield env
+    raw = (serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    env.secret(platform.private_bytes(*raw))
+    env.secret(load_private_key(priv).private_bytes(*raw))
+    return env
+
+
+def _finish_env(env: KbsEnv) -> None:
     for proc in env.procs:
         proc.stop()
     if env.master_key.exists():
-        import json
-
         for key in json.loads(env.master_key.read_text())["keys"].values():
             env.secret(base64.b64decode(key))
     for proc in env.procs:
         leaks = find_leaks(proc.log_path.read_bytes(), env.secrets)
         assert not leaks, f"KBS log {proc.log_path} contains {leaks}"
+
+
+@pytest.fixture
+def kbs_env(tmp_path: Path) -> Iterator[KbsEnv]:
+    env = _make_env(tmp_path)
+    yield env
+    _finish_env(env)
+
+
+@pytest.fixture(scope="module")
+def module_kbs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbsEnv]:
+    """One environment (and KBS) shared by a module's tests, to keep the suite fast."""
+    env = _make_env(tmp_path_factory.mktemp("kbsmod"))
+    yield env
+    _finish_env(env)
 
 
 @pytest.fixture

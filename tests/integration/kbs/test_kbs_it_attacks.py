@@ -34,7 +34,12 @@ def refused(resp: httpx.Response, variant: str, status: int = 401) -> None:
     assert "ciphertext" not in resp.text and "token" not in resp.json()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def kbs_env(module_kbs_env: KbsEnv) -> KbsEnv:
+    return module_kbs_env
+
+
+@pytest.fixture(scope="module")
 def kbs(kbs_env: KbsEnv) -> KbsProcess:
     proc = kbs_env.start("--allow-tee", "sample", "--session-timeout", "2", "--token-lifetime", "3")
     kbs_env.put(proc, PATH, secrets.token_bytes(32))
