@@ -7,7 +7,9 @@ under ``attestation.state``, the token string under ``attestation.token``, the T
 audit log may see: KBS URL, TEE type, EAR status, token expiry, key ids, counts and timings.
 
 Connection settings default from the measured enclave config (``ctx.session.config``): ``kbs_url``,
-``tee`` (default ``sim``), ``kbs_ca`` (CA path or PEM) and ``platform_key_path``.
+``tee`` (default ``sim``) and ``kbs_ca`` (CA path or PEM). The sim platform key is host-side and so
+deliberately NOT read from the enclave config (which is measured): it comes from the ``platform_key``
+param, else ``$ENCLAVEFLOW_PLATFORM_KEY``, else the state dir (``adapters.tee.platform_key``).
 """
 
 from __future__ import annotations
@@ -100,8 +102,8 @@ def _client(params: ConnectionParams, session: EnclaveSession) -> KbsClient:
     keyring = session.keyring
     provider = keyring.get(PROVIDER_OBJECT)
     if not isinstance(provider, EvidenceProvider) or provider.tee != tee:
-        key_path = params.platform_key or config.get("platform_key_path")
-        provider = make_provider(tee, config, Path(key_path) if key_path else None)
+        key_path = Path(params.platform_key) if params.platform_key else None
+        provider = make_provider(tee, config, key_path)
         keyring.put(PROVIDER_OBJECT, provider)
     state = keyring.get(STATE_OBJECT)
     if not isinstance(state, AttestationState) or (state.kbs_url, state.tee) != (url, tee):

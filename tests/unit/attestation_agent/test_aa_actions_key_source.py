@@ -85,8 +85,14 @@ def _ctx(session: EnclaveSession | None, results: dict | None = None) -> ActionC
 
 
 @pytest.fixture()
-def session(tmp_path: Path, server: ServerThread, platform: tuple[Path, Ed25519PrivateKey]) -> EnclaveSession:
-    config = {"kbs_url": server.url, "platform_key_path": str(platform[0]), "image_policy": {"default": []}}
+def session(
+    tmp_path: Path,
+    server: ServerThread,
+    platform: tuple[Path, Ed25519PrivateKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> EnclaveSession:
+    monkeypatch.setenv("ENCLAVEFLOW_PLATFORM_KEY", str(platform[0]))
+    config = {"kbs_url": server.url, "image_policy": {"default": []}}
     return EnclaveSession("pod-1", tmp_path / "enclave", config=config)
 
 
@@ -113,10 +119,7 @@ async def test_attest_action_keeps_secrets_in_keyring(
     out = await registry.call("attestation.attest", {}, _ctx(session), "idem-1")
     assert out["tee"] == "sim" and out["ear_status"] == "affirming" and out["reused"] is False
     assert out["kbs_url"] == session.config["kbs_url"]
-    assert (
-        out["launch_digest"]
-        == SimTee.launch(session.config, Path(session.config["platform_key_path"])).launch_digest
-    )
+    assert out["launch_digest"] == SimTee.launch(session.config).launch_digest
     token = session.keyring.get(TOKEN_OBJECT)
     assert isinstance(token, str) and token not in json.dumps(out)
     assert session.keyring.get(TEE_KEY_OBJECT) is not None and session.keyring.get(STATE_OBJECT) is not None
@@ -290,3 +293,21 @@ async def test_key_source_async_prefetch_and_connect(
     finally:
         await source.client.aclose()
     assert fake.resource_count == 2
+
+
+async def test_platform_key_param_and_missing_key(
+    registry: ActionRegistry,
+    session: EnclaveSession,
+    tmp_path: Path,
+    platform: tuple[Path, Ed25519PrivateKey],
+) -> None:
+    from adapters.attestation.errors import EvidenceUnavailable
+
+    with pytest.raises(EvidenceUnavailable) as info:
+        await registry.call(
+            "attestation.attest", {"platform_key": str(tmp_path / "none.pem")}, _ctx(session), "k"
+        )
+    assert "platform-key init" in info.value.message
+    assert session.keyring.get(TOKEN_OBJECT) is None
+    out = await registry.call("attestation.attest", {"platform_key": str(platform[0])}, _ctx(session), "k")
+    assert out["ear_status"] == "affirming"
