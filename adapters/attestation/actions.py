@@ -106,7 +106,11 @@ def _client(params: ConnectionParams, session: EnclaveSession) -> KbsClient:
         provider = make_provider(tee, config, key_path)
         keyring.put(PROVIDER_OBJECT, provider)
     state = keyring.get(STATE_OBJECT)
-    if not isinstance(state, AttestationState) or (state.kbs_url, state.tee) != (url, tee):
+    if not isinstance(state, AttestationState) or (state.kbs_url, state.tee, state.key.algorithm) != (
+        url,
+        tee,
+        params.key_algorithm,
+    ):
         state = AttestationState(TeeKeyPair.generate(params.key_algorithm))
     keyring.put(STATE_OBJECT, state)
     keyring.put(TEE_KEY_OBJECT, state.key.private_key)
