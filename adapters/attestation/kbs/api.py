@@ -101,13 +101,12 @@ async def attest(request: HttpRequest) -> Response:
     att = _parse(Attestation, await read_body(request, LIMIT_ATTEST), "attest")
     session_id = request.cookies.get(SESSION_COOKIE)
     try:
-        token = kbs.attest(session_id, att)
+        session = kbs.attest(session_id, att)
     except KbsError:
         request.app.state.metrics.inc("kbs_attestations_total", outcome="refused")
         raise
     request.app.state.metrics.inc("kbs_attestations_total", outcome="token")
-    response = JSONResponse({"token": token})
-    session = kbs.sessions.get(session_id)
+    response = JSONResponse({"token": session.token})
     _cookie(response, session.id, session.expires_at)
     return response
 

@@ -23,6 +23,7 @@ from ..errors import ProtocolError
 from ..jwe import seal
 from ..protocol import Attestation, Challenge, Request, ResourcePath, check_protocol_version
 from .admin import AdminAuth, load_public_key
+from .attestation.rvps import Rvps
 from .attestation.service import AttestationService, status_of_claims, tee_of_claims, tee_pubkey_of_claims
 from .attestation.verifiers import SampleVerifier, SimVerifier
 from .config import KbsConfig
@@ -31,7 +32,6 @@ from .errors import AttestationFailed, NonceInvalid, TokenInvalid, TokenNotFound
 from .policies import PolicyStore
 from .policy import check_access
 from .resource import ResourceStore
-from .attestation.rvps import Rvps
 from .sessions import Session, SessionStore
 from .token import TokenBroker, load_or_create_key
 
@@ -99,7 +99,8 @@ class Kbs:
     def challenge(self, session: Session) -> Challenge:
         return Challenge(nonce=session.nonce, extra_params="")
 
-    def attest(self, session_id: str | None, att: Attestation) -> str:
+    def attest(self, session_id: str | None, att: Attestation) -> Session:
+        """Verify, appraise, sign; returns the now attested session (its ``token`` is the EAR)."""
         session = self.sessions.get(session_id)
         if session.attested:
             raise NonceInvalid("this session already attested; its nonce is good for one attestation only.")
@@ -109,9 +110,9 @@ class Kbs:
             )
         claims = self.service.evaluate(session.tee, session.nonce, session.hash_alg, att)
         token = self.broker.sign(claims)
-        self.sessions.mark_attested(session, att.runtime_data.nonce, token)
+        attested = self.sessions.mark_attested(session, att.runtime_data.nonce, token)
         log.info("attestation tee=%s status=%s", session.tee, status_of_claims(claims))
-        return token
+        return attested
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class Kbs:
         """The session's token if the cookie names an attested session, else the bearer token."""
         if session_id:
             try:
-                session = self.sessions.get(session_id)
+                session = self.sessions.get(session_id, need_attested=True)
                 if session.attested and session.token:
                     return session.token
             except AttestationFailed:

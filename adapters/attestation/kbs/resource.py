@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 
 from adapters.kms import Kms
 
@@ -18,6 +18,7 @@ from . import db
 from .errors import ResourceNotFound
 
 MAX_RESOURCE_BYTES = 1024 * 1024
+_GET_BLOB = select(db.resources.c.blob).where(db.resources.c.path == bindparam("p"))
 
 
 class ResourceStore:
@@ -42,7 +43,7 @@ class ResourceStore:
 
     def get(self, path: ResourcePath) -> bytes:
         with self._engine.connect() as conn:
-            blob = conn.execute(select(db.resources.c.blob).where(db.resources.c.path == str(path))).scalar()
+            blob = conn.execute(_GET_BLOB, {"p": str(path)}).scalar()
         if blob is None:
             raise ResourceNotFound(f"resource {path} does not exist on this KBS.")
         return self.kms.open(blob, str(path).encode())

@@ -4,23 +4,32 @@ A session is created by ``/auth`` (state ``authed``, holding the challenge nonce
 ``/attest``: the move to ``attested`` is one conditional UPDATE (``WHERE state = 'authed' AND
 nonce = :nonce``), so a nonce is good for exactly one attestation even when two replicas race.
 Expired rows never match and are purged lazily.
+
+Sessions this process created or attested are also kept in a bounded in-memory map (write-through),
+which saves the database read on the hot path; a miss - or an ``authed`` entry that another replica
+may have attested since - reads the database. The database stays the only authority for the
+``authed -> attested`` transition.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, insert, select, update
 
 from . import db
 from .errors import NonceInvalid, SessionInvalid
 
 DEFAULT_TIMEOUT_S = 300.0
 _SESSION_ID_LEN = 32
+_CACHE_SIZE = 50_000
+_PURGE_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,25 @@ def new_nonce() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+# Statements are built once; SQLAlchemy then reuses their compiled form.
+_s = db.sessions.c
+_INSERT = insert(db.sessions)
+_SELECT = select(db.sessions).where(_s.id == bindparam("sid"))
+_PURGE = delete(db.sessions).where(_s.expires_at < bindparam("before"))
+_CONSUME = (
+    update(db.sessions)
+    .where(
+        and_(
+            _s.id == bindparam("sid"),
+            _s.state == "authed",
+            _s.nonce == bindparam("expected_nonce"),
+            _s.expires_at > bindparam("now"),
+        )
+    )
+    .values(state="attested", token=bindparam("new_token"))
+)
+
+
 class SessionStore:
     """Create, read and consume sessions. Each call is one short transaction."""
 
@@ -50,51 +78,64 @@ class SessionStore:
         self._engine = engine
         self.timeout_s = timeout_s
         self._last_purge = 0.0
+        self._cache: OrderedDict[str, Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _remember(self, sess: Session) -> None:
+        with self._lock:
+            self._cache[sess.id] = sess
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def create(self, tee: str, hash_alg: str) -> Session:
         now = time.time()
         sess = Session(uuid.uuid4().hex, tee, new_nonce(), hash_alg, "authed", None, now + self.timeout_s)
         with self._engine.begin() as conn:
             conn.execute(
-                insert(db.sessions).values(
-                    id=sess.id,
-                    tee=sess.tee,
-                    nonce=sess.nonce,
-                    hash_alg=hash_alg,
-                    state="authed",
-                    token=None,
-                    expires_at=sess.expires_at,
-                )
+                _INSERT,
+                {
+                    "id": sess.id,
+                    "tee": tee,
+                    "nonce": sess.nonce,
+                    "hash_alg": hash_alg,
+                    "state": "authed",
+                    "token": None,
+                    "expires_at": sess.expires_at,
+                },
             )
-            if now - self._last_purge > 30:
+            if now - self._last_purge > _PURGE_EVERY_S:
                 self._last_purge = now
-                conn.execute(delete(db.sessions).where(db.sessions.c.expires_at < now - 60))
+                conn.execute(_PURGE, {"before": now - 60})
+        self._remember(sess)
         return sess
 
-    def get(self, session_id: str | None) -> Session:
-        """The live session with this id; ``SessionInvalid`` if absent, malformed or expired."""
+    def get(self, session_id: str | None, need_attested: bool = False) -> Session:
+        """The live session with this id; ``SessionInvalid`` if absent, malformed or expired.
+
+        ``need_attested``: a cached ``authed`` entry is re-read (another replica may have attested).
+        """
         if not session_id or len(session_id) != _SESSION_ID_LEN or not session_id.isalnum():
             raise SessionInvalid("no valid session cookie; start with POST /kbs/v0/auth.")
-        with self._engine.connect() as conn:
-            row = conn.execute(select(db.sessions).where(db.sessions.c.id == session_id)).first()
-        if row is None or row.expires_at <= time.time():
+        with self._lock:
+            sess = self._cache.get(session_id)
+        if sess is None or (need_attested and not sess.attested):
+            with self._engine.connect() as conn:
+                row = conn.execute(_SELECT, {"sid": session_id}).first()
+            if row is None:
+                raise SessionInvalid("session is unknown or expired; start again with POST /kbs/v0/auth.")
+            sess = Session(row.id, row.tee, row.nonce, row.hash_alg, row.state, row.token, row.expires_at)
+        if sess.expires_at <= time.time():
             raise SessionInvalid("session is unknown or expired; start again with POST /kbs/v0/auth.")
-        return Session(row.id, row.tee, row.nonce, row.hash_alg, row.state, row.token, row.expires_at)
+        return sess
 
-    def mark_attested(self, session: Session, nonce: str, token: str) -> None:
+    def mark_attested(self, session: Session, nonce: str, token: str) -> Session:
         """Consume the nonce: succeeds once per session, for the session's own nonce only."""
         with self._engine.begin() as conn:
             res = conn.execute(
-                update(db.sessions)
-                .where(
-                    and_(
-                        db.sessions.c.id == session.id,
-                        db.sessions.c.state == "authed",
-                        db.sessions.c.nonce == nonce,
-                        db.sessions.c.expires_at > time.time(),
-                    )
-                )
-                .values(state="attested", token=token)
+                _CONSUME, {"sid": session.id, "expected_nonce": nonce, "now": time.time(), "new_token": token}
             )
         if res.rowcount != 1:
             raise NonceInvalid("the challenge nonce was already used or has expired; start again with /auth.")
+        attested = replace(session, state="attested", token=token)
+        self._remember(attested)
+        return attested

@@ -1,0 +1,211 @@
+"""KBS benchmark: complete key releases per second and latency against one KBS process.
+
+A release = ``POST /auth`` + ``POST /attest`` (sim TEE: Ed25519-signed quote) + ``GET /resource``
+(JWE, ECDH-ES+A256KW) + client-side decryption, each virtual client on its own keep-alive HTTP/1.1
+connection. The load generator is this process (a minimal asyncio HTTP client, to keep the client
+cheap on the shared 2 cores); the KBS is a separate ``enclaveflow kbs serve`` process on loopback.
+
+Alongside, in the same run: the bound - the same cryptography of one release (TEE key generation,
+runtime-data hash, evidence signature and its check, ES256 token signing, JWE seal and open) in a
+loop in one process with no HTTP and no database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from adapters.attestation.jwe import open_, public_jwk, seal  # noqa: E402
+from adapters.attestation.kbs.admin import init_key_pair, load_private_key, mint  # noqa: E402
+from adapters.attestation.kbs.token import TokenBroker  # noqa: E402
+from adapters.attestation.protocol import runtime_data_hash  # noqa: E402
+from adapters.tee.sim_evidence import make_sim_evidence, platform_id_of, verify_sim_evidence  # noqa: E402
+from tests.support.kbs_server import start_kbs  # noqa: E402
+
+LAUNCH = "ab" * 48
+PATH = "default/key/bench"
+LEVELS = (1, 10, 50)
+DURATION_S = 5.0
+WARMUP_S = 1.0
+
+
+# -- minimal HTTP/1.1 keep-alive client ------------------------------------------------------
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.r, self.w = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    async def call(
+        self, method: str, path: str, body: bytes = b"", cookie: str | None = None
+    ) -> tuple[int, bytes, str | None]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: kbs\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/json\r\n"
+        if cookie:
+            head += f"Cookie: kbs-session-id={cookie}\r\n"
+        self.w.write(head.encode() + b"\r\n" + body)
+        status_line = await self.r.readline()
+        status = int(status_line.split()[1])
+        length, session = 0, None
+        while True:
+            line = await self.r.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            lname = name.lower()
+            if lname == "content-length":
+                length = int(value)
+            elif lname == "set-cookie":
+                session = value.strip().split(";", 1)[0].split("=", 1)[1]
+        return status, await self.r.readexactly(length), session
+
+    def close(self) -> None:
+        self.w.close()
+
+
+async def release(conn: Conn, platform: Ed25519PrivateKey) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = public_jwk(key)
+    status, body, session = await conn.call(
+        "POST", "/kbs/v0/auth", b'{"version":"0.4.0","tee":"sim","extra-params":""}'
+    )
+    assert status == 200, body
+    nonce = json.loads(body)["nonce"]
+    evidence = make_sim_evidence(platform, LAUNCH, 1, False, runtime_data_hash(nonce, jwk)).to_json()
+    att = {
+        "init-data": None,
+        "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+    }
+    status, body, _ = await conn.call("POST", "/kbs/v0/attest", json.dumps(att).encode(), session)
+    assert status == 200, body
+    status, body, _ = await conn.call("GET", f"/kbs/v0/resource/{PATH}", cookie=session)
+    assert status == 200, body
+    return open_(json.loads(body), key)
+
+
+async def load(port: int, clients: int, platform: Ed25519PrivateKey, value: bytes) -> dict[str, Any]:
+    conns = [await Conn.open(port) for _ in range(clients)]
+    latencies: list[float] = []
+    start = time.perf_counter()
+    measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + DURATION_S
+
+    async def worker(conn: Conn) -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            got = await release(conn, platform)
+            t1 = time.perf_counter()
+            assert got == value
+            if t0 >= measure_from and t1 <= stop_at:
+                latencies.append(t1 - t0)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    for c in conns:
+        c.close()
+    latencies.sort()
+    return {
+        "clients": clients,
+        "releases_per_s": round(len(latencies) / DURATION_S, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
+        "releases": len(latencies),
+    }
+
+
+# -- the in-process bound --------------------------------------------------------------------
+
+
+def crypto_bound(platform: Ed25519PrivateKey, value: bytes, seconds: float = 3.0) -> dict[str, Any]:
+    broker = TokenBroker(ec.generate_private_key(ec.SECP256R1()))
+    trusted = {platform_id_of(platform.public_key()): platform.public_key()}
+    nonce = base64.b64encode(secrets.token_bytes(32)).decode()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        key = ec.generate_private_key(ec.SECP256R1())  # TEE key (client)
+        jwk = public_jwk(key)
+        rd = runtime_data_hash(nonce, jwk)
+        ev = make_sim_evidence(platform, LAUNCH, 1, False, rd).to_json()  # quote (client side)
+        verify_sim_evidence(ev, trusted, runtime_data_hash(nonce, jwk))  # evidence check (KBS)
+        broker.sign({"iat": 0, "exp": 1, "tee-pubkey": jwk})  # ES256 token (KBS)
+        assert open_(seal(value, jwk), key) == value  # ECDH-ES + AES-GCM both ways
+        n += 1
+    elapsed = time.perf_counter() - start
+    return {"releases_per_s": round(n / elapsed, 1), "per_release_us": round(elapsed / n * 1e6, 1)}
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-kbs-") as tmp_s:
+        tmp = Path(tmp_s)
+        _, admin_pub = init_key_pair(tmp / "admin")
+        platform = Ed25519PrivateKey.generate()
+        (tmp / "platform.pub").write_bytes(
+            platform.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        kbs = start_kbs(
+            tmp,
+            str(tmp / "kbs.db"),
+            "--admin-public-key",
+            str(admin_pub),
+            "--trusted-platform-key",
+            str(tmp / "platform.pub"),
+            "--master-key-file",
+            str(tmp / "mk.json"),
+            "--create-master-key",
+            "--log-level",
+            "warning",
+        )
+        try:
+            auth = {"Authorization": f"Bearer {mint(load_private_key(tmp / 'admin' / 'admin.key'))}"}
+            value = secrets.token_bytes(32)
+            httpx.post(f"{kbs.url}/kbs/v0/resource/{PATH}", content=value, headers=auth).raise_for_status()
+            payload = base64.b64encode(
+                json.dumps({"sim.launch_digest": [LAUNCH], "sim.svn": [1]}).encode()
+            ).decode()
+            httpx.post(
+                f"{kbs.url}/kbs/v0/reference-value",
+                headers=auth,
+                json={"version": "0.1.0", "type": "sample", "payload": payload},
+            ).raise_for_status()
+            runs = [asyncio.run(load(kbs.port, level, platform, value)) for level in LEVELS]
+        finally:
+            kbs.stop()
+        bound = crypto_bound(platform, value)
+    by = {r["clients"]: r for r in runs}
+    return {
+        "http": runs,
+        "bound_in_process": bound,
+        "ratio_to_bound_at_10": round(by[10]["releases_per_s"] / bound["releases_per_s"], 3),
+        "targets": {
+            "releases_per_s_at_10 >= 250": by[10]["releases_per_s"] >= 250,
+            "p99_ms_at_50 < 100": by[50]["p99_ms"] < 100,
+            "ratio_to_bound >= 0.40": by[10]["releases_per_s"] / bound["releases_per_s"] >= 0.40,
+        },
+        "server": {"uvicorn_http": "httptools", "loop": "uvloop", "db": "sqlite (WAL)", "kms": "local"},
+    }
