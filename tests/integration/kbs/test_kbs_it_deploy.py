@@ -21,11 +21,17 @@ from tests.support.kbs_server import ENCLAVEFLOW, KbsProcess, run_kbs_once
 from tests.support.softhsm import SoftHsm, start_softhsm
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_two_replicas_serve_one_session(
-    kbs_env: KbsEnv, client_for: Callable[[KbsProcess], httpx.Client]
+    backend: str,
+    kbs_env: KbsEnv,
+    client_for: Callable[[KbsProcess], httpx.Client],
+    request: pytest.FixtureRequest,
 ) -> None:
-    a = kbs_env.start("--allow-tee", "sample", name="replica-a")
-    b = kbs_env.start("--allow-tee", "sample", name="replica-b")
+    # PostgreSQL: the suite's throwaway cluster (``make test`` sets ENCLAVEFLOW_TEST_PG_URL).
+    db = request.getfixturevalue("pg_url") if backend == "postgres" else str(kbs_env.tmp / "kbs.db")
+    a = kbs_env.start("--allow-tee", "sample", name="replica-a", db=db)
+    b = kbs_env.start("--allow-tee", "sample", name="replica-b", db=db)
     value = secrets.token_bytes(32)
     kbs_env.put(a, "default/key/shared", value)
     kbs_env.reference_values(b, rcar.SAMPLE_RVS)
