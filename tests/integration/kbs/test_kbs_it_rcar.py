@@ -141,7 +141,10 @@ def test_resource_policy_paths_and_tees(
     kbs_env.put(kbs, "default/key/open", secrets.token_bytes(32))
     kbs_env.put(kbs, "secret/key/closed", secrets.token_bytes(32))
     kbs_env.reference_values(kbs, rcar.SAMPLE_RVS)
-    policy = "version: 1\nrules:\n  - paths: ['default/*']\n    tees: [sample]\n  - paths: ['secret/*']\n    tees: [sim]\n"
+    policy = (
+        "version: 1\nrules:\n  - paths: ['default/*']\n    tees: [sample]\n"
+        "  - paths: ['secret/*']\n    tees: [sim]\n"
+    )
     body = {"policy": base64.urlsafe_b64encode(policy.encode()).decode().rstrip("=")}
     assert kbs_env.admin(kbs, "POST", "/kbs/v0/resource-policy", json=body).status_code == 200
     assert kbs_env.admin(kbs, "GET", "/kbs/v0/resource-policy").text == policy

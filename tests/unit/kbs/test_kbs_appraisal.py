@@ -107,9 +107,9 @@ def test_tiers(value: int, expected: str) -> None:
     [
         "version: 2\ntees: {}",
         "tees: {sample: {rules: [{trust_claim: bogus, value: 1, when: [{claim: a, op: eq, value: 1}]}]}}",
-        "tees: {sample: {rules: [{trust_claim: hardware, value: 500, when: [{claim: a, op: eq, value: 1}]}]}}",
+        "tees: {sample: {rules: [{trust_claim: hardware, value: 500, when: [{claim: a, op: eq, value: 1}]}]}}",  # noqa: E501
         "tees: {sample: {rules: [{trust_claim: hardware, value: 2, when: [{claim: a, op: eq}]}]}}",
-        "tees: {sample: {rules: [{trust_claim: hardware, value: 2, when: [{claim: a, op: like, value: 1}]}]}}",
+        "tees: {sample: {rules: [{trust_claim: hardware, value: 2, when: [{claim: a, op: like, value: 1}]}]}}",  # noqa: E501
         "tees: [unclosed",
         "x" * 70000,
     ],
