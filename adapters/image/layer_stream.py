@@ -52,6 +52,10 @@ class ByteBudget:
     used: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def give_back(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
     def take(self, n: int) -> None:
         with self._lock:
             self.used += n

@@ -8,6 +8,8 @@ removed whatever happens; the destination only ever appears complete.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -17,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.registry import ClientOptions, OciLayout, open_source, parse_reference, pull_into, resolve
+from adapters.registry import ClientOptions, OciLayout, open_source, parse_reference, resolve
+from adapters.registry.blobfetch import open_blob_stream
+from adapters.registry.endpoints import LayoutRepo
+from adapters.registry.pull import load_config
 from adapters.registry.reference import ImageReference
 
 from .errors import BundleError
-from .stages import LAYERS_DIR, decrypt_image, load_image, mount_image
+from .stages import LAYERS_DIR, StoredImage, decrypt_image, mount_image
 from .unpack import UnpackPolicy
 
 Say = Callable[[str], None]
@@ -80,38 +85,29 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
     source = open_source(ref, req.options)
     try:
         resolved = await resolve(source, ref, req.options)
+        manifest = resolved.manifest
         say(
-            f"resolved {ref} -> {resolved.digest} ({len(resolved.manifest.layers)} layers, "
-            f"{_mb(resolved.manifest.total_size)})"
+            f"resolved {ref} -> {resolved.digest} ({len(manifest.layers)} layers, {_mb(manifest.total_size)})"
         )
-        if req.policy is None:
-            say("WARNING: no --policy given: accepting the image WITHOUT checking any signature")
-            verdict: dict[str, Any] = {"accepted": True, "requirement": "none (no policy)", "key_id": None}
-        else:
-            v = await verdict_for(req, ref, resolved.digest, resolved.index_digest)
-            verdict = v.model_dump()
-            say(
-                f"policy: accepted by {v.requirement} (key {v.key_id or '-'}) in scope {v.scope or 'default'}"
-            )
-        pinned = ref.with_digest(resolved.digest) if ref.transport == "docker" else ref
+        verdict = await _judge(req, ref, resolved, say)
         store = OciLayout(work / "store", create=True)
-        t0 = time.perf_counter()
-        pulled = await pull_into(source, pinned, store, req.options, progress=None)
-        say(f"fetched {_mb(pulled.manifest.total_size)} in {time.perf_counter() - t0:.2f}s")
-        image = load_image(store, resolved.digest)
-        keys = _keys(req)
-        total = len(image.manifest.layers)
-
-        def progress(event: str, data: dict[str, Any]) -> None:
-            if event == "layer-done":
-                say(
-                    f"layer {data['index'] + 1}/{total} {data['digest'][:19]} "
-                    f"{'decrypted+' if data['encrypted'] else ''}unpacked {_mb(data['bytes'])} "
-                    f"({data['entries']} entries) in {data['seconds']:.2f}s"
-                )
-
+        await source.fetch_blob(manifest.config, store.blob_path(manifest.config.digest))
+        image = StoredImage(resolved.digest, manifest, load_config(store, manifest))
+        fetch, stream = await _blob_access(source, manifest)
         t1 = time.perf_counter()
-        layers = decrypt_image(store, image, keys, work / LAYERS_DIR, req.unpack, req.workers, progress)
+        layers = await asyncio.to_thread(
+            decrypt_image,
+            store,
+            image,
+            _keys(req),
+            work / LAYERS_DIR,
+            req.unpack,
+            req.workers or _default_workers(len(manifest.layers)),
+            _progress(say, len(manifest.layers)),
+            fetch,
+            stream,
+            req.options.retry,
+        )
         unpack_s = time.perf_counter() - t1
         info = mount_image(image, work / LAYERS_DIR, req.dest, req.unpack)
         say(f"bundle {req.dest}: rootfs ({info.rootfs_entries} entries) + config.json, args {info.args}")
@@ -126,9 +122,50 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
         "layers": [r.summary() for r in layers],
         "bundle": str(req.dest),
         "unpacked_bytes": sum(r.bytes for r in layers),
-        "unpack_seconds": round(unpack_s, 3),
+        "fetch_and_unpack_seconds": round(unpack_s, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+async def _judge(req: PullRequest, ref: ImageReference, resolved: Any, say: Say) -> dict[str, Any]:
+    """The policy verdict before any layer is fetched; without a policy, say loudly that none applied."""
+    if req.policy is None:
+        say("WARNING: no --policy given: accepting the image WITHOUT checking any signature")
+        return {"accepted": True, "requirement": "none (no policy)", "key_id": None}
+    verdict = await verdict_for(req, ref, resolved.digest, resolved.index_digest)
+    scope = verdict.scope or "default"
+    say(f"policy: accepted by {verdict.requirement} (key {verdict.key_id or '-'}) in scope {scope}")
+    return dict(verdict.model_dump())
+
+
+async def _blob_access(source: Any, manifest: Any) -> tuple[Any, Any]:
+    """How workers get layer bytes: registry blobs stream straight into the unpacker (digest checked
+    at EOF, no copy on disk); an oci: layout's blobs are copied with their digest checked first."""
+    if isinstance(source, LayoutRepo):
+        layout = source.layout
+        return (lambda job: layout.copy_blob(job.desc, job.blob)), None
+    probe = manifest.layers[0].digest if manifest.layers else manifest.config.digest
+    endpoint = await source.client.blob_endpoint(source.ref.repository, probe)
+    return None, (lambda desc: open_blob_stream(endpoint, desc))
+
+
+def _default_workers(layers: int) -> int:
+    # One more worker than CPUs: a downloading worker mostly waits on the socket.
+    return max(1, min(layers, (os.cpu_count() or 1) + 1))
+
+
+def _progress(say: Say, total: int) -> Callable[[str, dict[str, Any]], None]:
+    def progress(event: str, data: dict[str, Any]) -> None:
+        if event == "layer-start":
+            say(f"layer {data['index'] + 1}/{total} {data['digest'][:19]} fetching {_mb(data['size'])}")
+        elif event == "layer-done":
+            say(
+                f"layer {data['index'] + 1}/{total} {data['digest'][:19]} "
+                f"{'decrypted+' if data['encrypted'] else ''}unpacked {_mb(data['bytes'])} "
+                f"({data['entries']} entries) in {data['seconds']:.2f}s"
+            )
+
+    return progress
 
 
 def _keys(req: PullRequest) -> Any:

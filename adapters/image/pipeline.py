@@ -18,11 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from adapters.registry.media import Descriptor
+from adapters.registry.options import RetryPolicy
+from engine.errors import TransientError
 
 from .errors import DiffIdMismatch, UnpackError
 from .layer_stream import ByteBudget, HashingReader, compression_of, decompressing_reader
@@ -38,10 +41,15 @@ class Aborted(UnpackError):
 
 @dataclass(frozen=True)
 class LayerJob:
+    """One layer to unpack. ``opener`` streams the blob instead of reading ``blob`` from disk; it must
+    verify the blob's digest by EOF (``finish()``), and transient failures retry per ``retry``."""
+
     index: int
     desc: Descriptor
     diff_id: str
     blob: Path
+    opener: Callable[[], AbstractContextManager[BinaryIO]] | None = None
+    retry: RetryPolicy | None = None
 
 
 @dataclass
@@ -100,14 +108,22 @@ def unpack_layer(
     tmp = dest / f".{final.name}.{os.getpid()}.{threading.get_ident():x}.tmp"
     tmp.mkdir(parents=True)
     try:
-        with open(job.blob, "rb", buffering=0) as raw:
+        opener = job.opener or (lambda: open(job.blob, "rb", buffering=0))
+        with opener() as raw:
             plain: BinaryIO = open_decrypting_reader(job.desc.to_json(), raw, keys)  # type: ignore[arg-type]
-            if plain is not raw:
+            if plain is not raw or job.opener is not None:
                 plain = io.BufferedReader(plain, READ_BUFFER)  # type: ignore[arg-type]
             tar_stream = decompressing_reader(plain, compression_of(job.desc.media_type))
             hashed = HashingReader(tar_stream, job.diff_id, budget)
-            tree = extract_layer(hashed, tmp, policy)
-            hashed.drain()
+            try:
+                tree = extract_layer(hashed, tmp, policy)
+                hashed.drain()
+            except BaseException:
+                budget.give_back(hashed.bytes)  # a retry starts the layer from scratch
+                raise
+            finish = getattr(raw, "finish", None)
+            if finish is not None:
+                finish()  # a streamed blob: read any rest and check its digest before accepting
         if not hmac.compare_digest(hashed.digest().encode(), job.diff_id.encode()):
             raise DiffIdMismatch(
                 f"Layer {job.index} ({job.desc.digest[:19]}) does not match its diff_id; "
@@ -161,8 +177,13 @@ def unpack_layers(
     policy: UnpackPolicy,
     workers: int | None = None,
     progress: Progress | None = None,
+    prepare: Callable[[LayerJob], None] | None = None,
 ) -> list[LayerResult]:
-    """Unpack ``jobs`` in parallel (``workers`` threads, default: CPUs); all or nothing."""
+    """Unpack ``jobs`` in parallel (``workers`` threads, default: CPUs); all or nothing.
+
+    ``prepare(job)`` runs in the worker first - e.g. downloading the blob - so fetching one layer
+    overlaps unpacking another.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     budget = _AbortableBudget(policy.max_bytes)
     workers = max(1, min(len(jobs) or 1, workers or os.cpu_count() or 1))
@@ -171,7 +192,9 @@ def unpack_layers(
         if progress:
             progress("layer-start", {"index": job.index, "digest": job.desc.digest, "size": job.desc.size})
         try:
-            result = unpack_layer(job, keys, dest, policy, budget)
+            if prepare is not None:
+                prepare(job)
+            result = _with_retries(job, lambda: unpack_layer(job, keys, dest, policy, budget), budget)
         except BaseException:
             budget.stop.set()
             raise
@@ -194,6 +217,19 @@ def unpack_layers(
                 _remove_layer(o.tree.path)
         raise next((e for e in errors if not isinstance(e, Aborted)), errors[0])
     return [o for o in outcomes if isinstance(o, LayerResult)]
+
+
+def _with_retries(job: LayerJob, attempt: Callable[[], LayerResult], budget: _AbortableBudget) -> LayerResult:
+    """Streamed layers restart from scratch on a transient network failure (the policy's attempts)."""
+    tries = job.retry.attempts if job.retry is not None and job.opener is not None else 1
+    for n in range(1, tries + 1):
+        try:
+            return attempt()
+        except TransientError:
+            if n == tries or budget.stop.is_set():
+                raise
+            time.sleep(job.retry.delay(n))  # type: ignore[union-attr]
+    raise AssertionError("unreachable")
 
 
 def _remove_layer(path: Path) -> None:

@@ -12,12 +12,15 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from adapters.registry.layout import OciLayout
-from adapters.registry.media import Manifest, media_type_of, parse_manifest
+from adapters.registry.media import Descriptor, Manifest, media_type_of, parse_manifest
+from adapters.registry.options import RetryPolicy
 from adapters.registry.pull import load_config
 
 from .bundle import runtime_config
@@ -60,15 +63,23 @@ def decrypt_image(
     policy: UnpackPolicy,
     workers: int | None = None,
     progress: Progress | None = None,
+    fetch: Callable[[LayerJob], None] | None = None,
+    stream: Callable[[Descriptor], AbstractContextManager[BinaryIO]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> list[LayerResult]:
-    """Decrypt, decompress, diff_id-check and extract every (distinct) layer into ``layers_dir``."""
+    """Decrypt, decompress, diff_id-check and extract every (distinct) layer into ``layers_dir``.
+
+    ``fetch(job)``, when given, first puts the layer's blob at ``job.blob`` (inside the worker);
+    ``stream(desc)``, when given, is read instead (a verifying network stream, retried per ``retry``).
+    """
     jobs, seen = [], set()
     for index, (desc, diff_id) in enumerate(zip(image.manifest.layers, image.diff_ids, strict=True)):
         if diff_id in seen:
             continue  # the same layer twice: extracted once, applied at its first position
         seen.add(diff_id)
-        jobs.append(LayerJob(index, desc, diff_id, store.blob_path(desc.digest)))
-    return unpack_layers(jobs, keys, layers_dir, policy, workers, progress)
+        opener = (lambda d=desc: stream(d)) if stream is not None else None  # type: ignore[misc]
+        jobs.append(LayerJob(index, desc, diff_id, store.blob_path(desc.digest), opener, retry))
+    return unpack_layers(jobs, keys, layers_dir, policy, workers, progress, fetch)
 
 
 @dataclass(frozen=True)

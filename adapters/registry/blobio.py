@@ -19,11 +19,12 @@ from .media import Descriptor
 class VerifyingWriter:
     """Accepts at most ``desc.size`` bytes, hashes them, and publishes the file on ``commit()``."""
 
-    def __init__(self, dest: Path, desc: Descriptor) -> None:
+    def __init__(self, dest: Path, desc: Descriptor, hash_here: bool = True) -> None:
         self.dest = dest
         self.desc = desc
         self.written = 0
-        self._hasher = hasher_for(desc.digest)
+        # hash_here=False: the caller's reader already verified the digest (blobfetch.BlobStream).
+        self._hasher = hasher_for(desc.digest) if hash_here else None
         dest.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(self):x}.part")
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit()/abort()
@@ -34,7 +35,8 @@ class VerifyingWriter:
             raise SizeMismatch(
                 f"Blob {self.desc.digest[:19]} is longer than its descriptor says ({self.desc.size} bytes)."
             )
-        self._hasher.update(chunk)
+        if self._hasher is not None:
+            self._hasher.update(chunk)
         self._file.write(chunk)
 
     def commit(self) -> None:
@@ -42,7 +44,7 @@ class VerifyingWriter:
             raise SizeMismatch(
                 f"Blob {self.desc.digest[:19]} is truncated: got {self.written} of {self.desc.size} bytes."
             )
-        if not matches(self.desc.digest, self._hasher):
+        if self._hasher is not None and not matches(self.desc.digest, self._hasher):
             raise DigestMismatch(
                 f"Blob {self.desc.digest[:19]} does not match its digest; the source is corrupt or tampered."
             )
@@ -56,9 +58,9 @@ class VerifyingWriter:
 
 
 @contextlib.contextmanager
-def verified_blob(dest: Path, desc: Descriptor) -> Iterator[VerifyingWriter]:
+def verified_blob(dest: Path, desc: Descriptor, hash_here: bool = True) -> Iterator[VerifyingWriter]:
     """``with verified_blob(dest, desc) as w: w.write(...)``: committed on success, removed on error."""
-    writer = VerifyingWriter(dest, desc)
+    writer = VerifyingWriter(dest, desc, hash_here)
     try:
         yield writer
         writer.commit()

@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from .blobfetch import BlobEndpoint, fetch_blob_blocking
 from .blobio import verified_blob
 from .digest import digest_of, parse_digest
 from .errors import (
@@ -52,6 +53,10 @@ class RegistryClient:
         self.host = host
         self.options = options or ClientOptions()
         self._t = RegistryTransport(host, self.options, transport)
+        # Blobs go over a blocking socket in a worker thread (blobfetch.py) unless a custom transport
+        # was injected (in-process tests): that one is honoured for every request.
+        self._fast_blobs = transport is None
+        self._endpoints: dict[str, BlobEndpoint] = {}
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -131,7 +136,30 @@ class RegistryClient:
         self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None = None
     ) -> None:
         """Stream a blob to ``dest``; verified size and digest, else nothing is left at ``dest``."""
+        if self._fast_blobs:
+            endpoint = await self.blob_endpoint(repo, desc.digest)
+            await asyncio.to_thread(fetch_blob_blocking, endpoint, desc, dest, progress)
+            return
         await self._t.retry(lambda: self._fetch_blob_once(repo, desc, dest, progress))
+
+    async def blob_endpoint(self, repo: str, probe_digest: str) -> BlobEndpoint:
+        """Authenticate for ``repo`` (HEAD of one blob); what worker threads need to GET its blobs."""
+        if repo not in self._endpoints:
+
+            async def once() -> BlobEndpoint:
+                url = await self._url(repo, f"blobs/{probe_digest}")
+                resp = await self._t.send("HEAD", url, scope=_pull(repo))
+                await resp.aclose()
+                if resp.status_code == 404:
+                    raise BlobUnknown(
+                        f"{self.host}/{repo} has no blob {probe_digest[:19]}; the image is incomplete."
+                    )
+                auth = self._t.auth_header(_pull(repo))
+                headers = {"Authorization": auth} if auth else {}
+                return BlobEndpoint(await self._t.base_url(), repo, self.options, headers)
+
+            self._endpoints[repo] = await self._t.retry(once)
+        return self._endpoints[repo]
 
     async def _fetch_blob_once(
         self, repo: str, desc: Descriptor, dest: Path, progress: ProgressFn | None

@@ -114,9 +114,10 @@ class OciLayout:
 
     async def fetch_blob(self, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
         """Copy a blob to ``dest`` with size and digest checks (nothing left on failure)."""
-        await asyncio.to_thread(self._copy_blob, desc, dest, progress)
+        await asyncio.to_thread(self.copy_blob, desc, dest, progress)
 
-    def _copy_blob(self, desc: Descriptor, dest: Path, progress: ProgressFn | None) -> None:
+    def copy_blob(self, desc: Descriptor, dest: Path, progress: ProgressFn | None = None) -> None:
+        """Blocking form of ``fetch_blob`` (for worker threads)."""
         try:
             src = open(self.blob_path(desc.digest), "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:

@@ -187,6 +187,10 @@ class RegistryTransport:
 
     # ---------------------------------------------------------------- auth
 
+    def auth_header(self, scope: str | None) -> str | None:
+        """The Authorization value currently valid for ``scope`` (a secret: never log it)."""
+        return self._cached_auth(scope)
+
     def _cached_auth(self, scope: str | None) -> str | None:
         if self._basic and self._creds:
             return self._creds.basic_header()
