@@ -119,9 +119,7 @@ def decompressing_reader(src: BinaryIO, compression: str) -> BinaryIO:
     if compression == "none":
         return src
     if compression == "gzip":
-        return _gzip_mod.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
+        return _gzip_mod.GzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call,return-value]
     if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
-            src, read_size=READ_SIZE, read_across_frames=True
-        )
+        return zstandard.ZstdDecompressor().stream_reader(src, read_size=READ_SIZE, read_across_frames=True)
     raise UnsupportedLayerType(f"Compression {compression!r} is not supported.")

@@ -110,9 +110,9 @@ def unpack_layer(
     try:
         opener = job.opener or (lambda: open(job.blob, "rb", buffering=0))
         with opener() as raw:
-            plain: BinaryIO = open_decrypting_reader(job.desc.to_json(), raw, keys)  # type: ignore[arg-type]
+            plain: Any = open_decrypting_reader(job.desc.to_json(), raw, keys)
             if plain is not raw or job.opener is not None:
-                plain = io.BufferedReader(plain, READ_BUFFER)  # type: ignore[arg-type]
+                plain = io.BufferedReader(plain, READ_BUFFER)
             tar_stream = decompressing_reader(plain, compression_of(job.desc.media_type))
             hashed = HashingReader(tar_stream, job.diff_id, budget)
             try:
@@ -166,8 +166,12 @@ def load_tree(dest: Path, diff_id: str) -> LayerTree:
     path = layer_dir(dest, diff_id)
     meta = json.loads(path.with_name(path.name + ".json").read_text())
     return LayerTree(
-        path, meta["entries"], meta["whiteouts"], meta["opaque_dirs"], [tuple(x) for x in meta["lower_links"]]
-    )  # type: ignore[misc]
+        path,
+        meta["entries"],
+        meta["whiteouts"],
+        meta["opaque_dirs"],
+        [(a, b) for a, b in meta["lower_links"]],
+    )
 
 
 def unpack_layers(

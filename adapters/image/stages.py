@@ -77,7 +77,7 @@ def decrypt_image(
         if diff_id in seen:
             continue  # the same layer twice: extracted once, applied at its first position
         seen.add(diff_id)
-        opener = (lambda d=desc: stream(d)) if stream is not None else None  # type: ignore[misc]
+        opener = (lambda d=desc: stream(d)) if stream is not None else None
         jobs.append(LayerJob(index, desc, diff_id, store.blob_path(desc.digest), opener, retry))
     return unpack_layers(jobs, keys, layers_dir, policy, workers, progress, fetch)
 

@@ -16,7 +16,7 @@ import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, Literal
 
 from .errors import (
     CorruptLayer,
@@ -125,12 +125,12 @@ class LayerExtractor:
         self._kinds: dict[str, bool] = {}  # rel path -> is directory
         self._dir_meta: list[tuple[Path, tarfile.TarInfo]] = []
 
-    def extract(self, stream: BinaryIO) -> LayerTree:
+    def extract(self, stream: Any) -> LayerTree:
         try:
             tar = tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_SIZE)  # noqa: SIM115 - closed below
             with tar:
                 while (member := _next_member(tar, stream)) is not None:
-                    tar.members.clear()  # stream mode keeps every TarInfo otherwise
+                    tar.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every TarInfo
                     self._one(tar, member)
         except (tarfile.TarError, EOFError) as exc:
             raise CorruptLayer(f"The layer is not a valid tar stream ({type(exc).__name__}).") from None
@@ -264,7 +264,7 @@ class LayerExtractor:
         os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
 
-def _next_member(tar: tarfile.TarFile, stream: BinaryIO) -> tarfile.TarInfo | None:
+def _next_member(tar: tarfile.TarFile, stream: Any) -> tarfile.TarInfo | None:
     """The next entry; a stream that ends cleanly after an entry's data without the tar trailer
     (umoci 0.4 writes such layers) ends the archive - the diff_id still covers every byte read."""
     try:
@@ -275,6 +275,6 @@ def _next_member(tar: tarfile.TarFile, stream: BinaryIO) -> tarfile.TarInfo | No
         raise
 
 
-def extract_layer(stream: BinaryIO, dest: Path, policy: UnpackPolicy) -> LayerTree:
+def extract_layer(stream: Any, dest: Path, policy: UnpackPolicy) -> LayerTree:
     """Extract ``stream`` into the (new, empty) directory ``dest``; see ``LayerExtractor``."""
     return LayerExtractor(dest, policy).extract(stream)

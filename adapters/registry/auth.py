@@ -95,9 +95,9 @@ def _entry_credentials(entry: dict[str, object], path: Path) -> Credentials | No
         if not sep:
             raise Unauthorized(f"An 'auth' entry in {path} is not base64 of user:password.")
         return Credentials(user, password)
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and isinstance(password, str):
-        return Credentials(user, password)
+    name, secret = entry.get("username"), entry.get("password")
+    if isinstance(name, str) and isinstance(secret, str):
+        return Credentials(name, secret)
     token = entry.get("identitytoken")
     if isinstance(token, str) and token:
         return Credentials("<token>", token)

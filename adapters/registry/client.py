@@ -233,7 +233,7 @@ class RegistryClient:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryProtocolError(f"{self.host} started an upload without a Location header.")
-        return urljoin(str(resp.request.url), loc)
+        return str(urljoin(str(resp.request.url), loc))
 
 
 def _pull(repo: str) -> str:

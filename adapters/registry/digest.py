@@ -13,7 +13,7 @@ import re
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 
 
-def parse_digest(digest: str) -> tuple[str, str]:
+def parse_digest(digest: object) -> tuple[str, str]:
     """Split ``algo:hex``; raises ``ValueError`` for anything but lower-case sha256/sha512."""
     if not isinstance(digest, str) or not _DIGEST.match(digest):
         raise ValueError("not a sha256/sha512 digest")

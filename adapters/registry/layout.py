@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .blobio import verified_blob
 from .client import ProgressFn, RawManifest
@@ -51,7 +52,7 @@ class OciLayout:
 
     # ------------------------------------------------------------------ index
 
-    def index(self) -> dict[str, object]:
+    def index(self) -> dict[str, Any]:
         try:
             raw = (self.path / "index.json").read_bytes()
             if len(raw) > self.max_manifest_bytes:
@@ -63,21 +64,21 @@ class OciLayout:
             raise LayoutError(f"{self.path}/index.json has no manifests list.")
         return doc
 
-    def _write_index(self, doc: dict[str, object]) -> None:
+    def _write_index(self, doc: dict[str, Any]) -> None:
         tmp = self.path / f".index.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(doc, separators=(",", ":")))
         os.replace(tmp, self.path / "index.json")
 
     def tags(self) -> list[str]:
         out = []
-        for entry in self.index()["manifests"]:  # type: ignore[union-attr]
+        for entry in self.index()["manifests"]:
             name = (entry.get("annotations") or {}).get(REF_NAME) if isinstance(entry, dict) else None
             if isinstance(name, str):
                 out.append(name)
         return out
 
-    def _lookup(self, tag: str | None) -> dict[str, object]:
-        entries = [e for e in self.index()["manifests"] if isinstance(e, dict)]  # type: ignore[union-attr]
+    def _lookup(self, tag: str | None) -> dict[str, Any]:
+        entries = [e for e in self.index()["manifests"] if isinstance(e, dict)]
         if tag is None:
             if len(entries) == 1:
                 return entries[0]
@@ -151,7 +152,7 @@ class OciLayout:
         """Store a manifest blob and point ``tag`` at it in index.json (replacing the old entry)."""
         desc = self.put_blob_bytes(raw, media_type)
         doc = self.index()
-        entries = [e for e in doc["manifests"] if isinstance(e, dict)]  # type: ignore[union-attr]
+        entries = [e for e in doc["manifests"] if isinstance(e, dict)]
         if tag is not None:
             entries = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) != tag]
         entry = desc.to_json()

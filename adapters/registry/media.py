@@ -137,6 +137,7 @@ def parse_descriptor(obj: Any, what: str) -> Descriptor:
         parse_digest(digest)
     except ValueError:
         raise InvalidManifest(f"The {what} descriptor has a malformed digest.") from None
+    assert isinstance(digest, str)  # parse_digest accepted it
     annotations = obj.get("annotations") or {}
     if not isinstance(annotations, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()

@@ -150,7 +150,7 @@ def load_config(store: OciLayout, manifest: Manifest) -> dict[str, Any]:
             parse_digest(d)
         except ValueError:
             raise InvalidManifest("The image config has a malformed diff_id.") from None
-    return config
+    return dict(config)
 
 
 def _remove(store: OciLayout, digests: list[str]) -> None:

@@ -238,3 +238,48 @@ async def test_decrypt_action_without_keys_leaves_nothing(images: Any, tmp_path:
         await registry.call("image.decrypt", {"manifest_digest": pulled["manifest_digest"]}, ctx, "k2")
     layers = tmp_path / "enclave" / "layers"
     assert not layers.exists() or list(layers.iterdir()) == []
+
+
+async def test_kbs_key_id_image_decrypts_with_keyring_kek(images: Any, tmp_path: Path) -> None:
+    """An image wrapped for a KBS key id (AnnotationPacket): image.decrypt finds the KEK in the
+    session keyring (where attestation.release_keys puts it) - no key file involved."""
+    from adapters.image.actions import register as register_image
+    from adapters.registry.actions import register as register_registry
+
+    kek = os.urandom(32)
+    (tmp_path / "kek.bin").write_bytes(kek)
+    kid = "kbs:///default/key/demo"
+    proc = subprocess.run(
+        [
+            *CLI,
+            "encrypt",
+            f"oci:{images.layout}:v1",
+            f"oci:{tmp_path / 'enc'}:v1",
+            "--key-id",
+            kid,
+            "--key-file",
+            str(tmp_path / "kek.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    registry = ActionRegistry()
+    register_registry(registry)
+    register_image(registry)
+    session = EnclaveSession("pod-9", tmp_path / "enclave")
+    ctx = ActionContext(run_id="r", workflow="w", state="s", attempt=1, session=session)
+    pulled = await registry.call("registry.pull", {"image": f"oci:{tmp_path / 'enc'}:v1"}, ctx, "k1")
+    assert all(layer["encrypted"] for layer in pulled["layers"])
+    from adapters.image.errors import LayerKeyUnavailable
+
+    with pytest.raises(LayerKeyUnavailable):
+        await registry.call("image.decrypt", {"manifest_digest": pulled["manifest_digest"]}, ctx, "k2")
+    session.keyring.put_key(kid, kek)
+    decrypted = await registry.call(
+        "image.decrypt", {"manifest_digest": pulled["manifest_digest"]}, ctx, "k3"
+    )
+    assert len(decrypted["layers"]) == len(pulled["layers"])
+    mounted = await registry.call("image.mount", {"manifest_digest": pulled["manifest_digest"]}, ctx, "k4")
+    assert (tmp_path / "enclave" / mounted["bundle"] / "rootfs/etc/hello").read_text() == "hello\n"
