@@ -42,6 +42,11 @@ class ImageSink(Protocol):
     async def aclose(self) -> None: ...
 
 
+def api_host(registry: str) -> str:
+    """Where a registry's API lives: Docker Hub's name ``docker.io`` is served by ``registry-1.docker.io``."""
+    return "registry-1.docker.io" if registry == "docker.io" else registry
+
+
 class RegistryRepo:
     """A repository on a registry, as source and sink."""
 
@@ -54,7 +59,7 @@ class RegistryRepo:
     ) -> None:
         self.ref = ref
         self.label = ref.name
-        self.client = RegistryClient(ref.registry, options, transport)
+        self.client = RegistryClient(api_host(ref.registry), options, transport)
         self.chunk_size = chunk_size
 
     async def get_manifest(self, reference: str | None) -> RawManifest:

@@ -262,3 +262,10 @@ def test_retry_policy_validation_and_growth() -> None:
 )
 def test_plain_http_only_for_loopback_or_listed(host: str, allowed: bool) -> None:
     assert ClientOptions(insecure_registries=("insecure.example:5000",)).plain_http_allowed(host) is allowed
+
+
+def test_docker_hub_api_host() -> None:
+    from adapters.registry.endpoints import api_host
+
+    assert api_host(parse_reference("busybox").registry) == "registry-1.docker.io"
+    assert api_host("127.0.0.1:5000") == "127.0.0.1:5000"
