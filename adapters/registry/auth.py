@@ -78,8 +78,9 @@ def load_auth_file(path: Path, registry: str) -> Credentials | None:
     if not isinstance(auths, dict):
         return None
     wanted = {registry}
-    if registry == "docker.io":
-        wanted |= {"index.docker.io", "registry-1.docker.io"}
+    hub = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+    if registry in hub:
+        wanted |= hub
     for key, entry in auths.items():
         if _host_key(str(key)) in wanted and isinstance(entry, dict):
             return _entry_credentials(entry, path)

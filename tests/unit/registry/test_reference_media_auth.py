@@ -217,6 +217,8 @@ def test_auth_file_lookup(tmp_path: Path) -> None:
     assert other is not None and other.username == "bob"
     hub = load_auth_file(path, "docker.io")
     assert hub is not None and hub.password == "tok"
+    api = load_auth_file(path, "registry-1.docker.io")
+    assert api is not None and api.password == "tok"
     assert load_auth_file(path, "nobody.example") is None
 
 
