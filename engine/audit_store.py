@@ -58,10 +58,10 @@ class AuditChain:
         self.checkpoint_every = checkpoint_every
         self._head_stmt = _HEAD_PG if postgres else _HEAD_SQLITE
 
-    def append(self, conn: sa.Connection, records: Sequence[AuditRecord]) -> int:
-        """Chain and insert ``records``; returns the new head seq. Call inside the step transaction."""
+    def append(self, conn: sa.Connection, records: Sequence[AuditRecord]) -> tuple[int, str] | None:
+        """Chain and insert ``records``; returns the new head. Call inside the step transaction."""
         if not records:
-            return -1
+            return None
         head_seq, head_hash = conn.execute(self._head_stmt).one()
         rows = chain(list(records), head_seq, head_hash)
         conn.execute(audit.insert(), rows)
@@ -69,7 +69,7 @@ class AuditChain:
         conn.execute(_SET_HEAD, {"h_seq": last["seq"], "h_hash": last["hash"]})
         if self.signer and head_seq // self.checkpoint_every != last["seq"] // self.checkpoint_every:
             self._checkpoint(conn, last["seq"], last["hash"])
-        return int(last["seq"])
+        return int(last["seq"]), str(last["hash"])
 
     def checkpoint(self, conn: sa.Connection) -> int | None:
         """Sign the current head now (on shutdown); returns its seq, None if nothing to sign."""

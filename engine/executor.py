@@ -215,7 +215,7 @@ class Worker:
                 del self._pending[: len(batch)]
                 try:
                     applied = await self._in_db(self.store.commit, [s for s, _ in batch])
-                except sa.exc.DBAPIError as exc:
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting step, which decides
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)

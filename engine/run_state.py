@@ -7,6 +7,7 @@ every step (guarded by the fencing token). Nothing here touches the database.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +16,6 @@ from .machine import CompiledSpec
 
 
 def now_us() -> int:
-    import time
-
     return time.time_ns() // 1000
 
 

@@ -101,7 +101,8 @@ Index("ix_events_run", events.c.run_id, events.c.name)
 audit = Table(
     "audit",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes seq the rowid itself (no separate primary-key index to maintain).
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("time_us", BigInteger, nullable=False),
     Column("run_id", String(32)),
     Column("workflow", String(64)),
@@ -124,7 +125,6 @@ audit = Table(
 )
 Index("ix_audit_pod", audit.c.pod_name, audit.c.seq)
 Index("ix_audit_run", audit.c.run_id, audit.c.seq)
-Index("ix_audit_time", audit.c.time_us)
 
 audit_head = Table(
     "audit_head",
