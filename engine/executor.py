@@ -67,6 +67,7 @@ class Worker:
         self._done: dict[str, asyncio.Future[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._inline_commits = not store.postgres
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def __aenter__(self) -> Worker:
@@ -108,10 +109,12 @@ class Worker:
     async def submit(self, loaded: LoadedSpec, run_input: dict[str, Any], *, idempotency_key: str | None = None,
                      pod: tuple[str | None, str | None, str | None] = (None, None, None)) -> str:
         """Create a run already leased to this worker and start driving it at once."""
-        run_id, created = await self._in_db(
-            lambda: self.store.create_run(loaded, run_input, idempotency_key=idempotency_key, owner=self.owner,
-                                          lease_ttl=self.lease_ttl, actor=self.owner, pod=pod))
-        self._done.setdefault(run_id, asyncio.get_running_loop().create_future())
+        def create() -> tuple[str, bool]:
+            return self.store.create_run(loaded, run_input, idempotency_key=idempotency_key, owner=self.owner,
+                                         lease_ttl=self.lease_ttl, actor=self.owner, pod=pod)
+
+        # The hot writer's connection is used from the loop (SQLite) or the DB thread (PostgreSQL) only.
+        run_id, created = create() if self._inline_commits else await self._in_db(create)
         if not created:
             self._poke.set()
             return run_id
@@ -124,19 +127,35 @@ class Worker:
         self._start_driving(run)
         return run_id
 
+    async def wait(self, run_id: str) -> str:
+        """Wait until the run ends (wherever it is driven); returns succeeded, failed or cancelled."""
+        return await self.watch(run_id)
+
     def watch(self, run_id: str) -> asyncio.Future[str]:
-        """A future resolved with the run's final status (succeeded/failed/cancelled)."""
+        """A future resolved with the run's final status (succeeded/failed/cancelled).
+
+        Futures exist only for watched runs, so thousands of unwatched (e.g. parked) runs cost nothing
+        here. A run not driven by this worker right now is looked up in the database.
+        """
         fut = self._done.get(run_id)
         if fut is None:
             fut = self._done[run_id] = asyncio.get_running_loop().create_future()
+            if run_id not in self._runs:
+                asyncio.get_running_loop().create_task(self._resolve_from_db(run_id, fut))
         return fut
+
+    async def _resolve_from_db(self, run_id: str, fut: asyncio.Future[str]) -> None:
+        status = await self._in_db(self.store.run_status, run_id)
+        if status in TERMINAL_STATUSES and not fut.done():
+            self._done.pop(run_id, None)
+            fut.set_result(status)
 
     # -- hooks used by RunDriver ------------------------------------------------------------------
     async def commit(self, run: ActiveRun, consume_event_id: int | None = None) -> None:
-        records, attempt_rows = run.take_pending()
+        records = run.take_pending()
         if run.owner:
             run.lease_expires_us = now_us() + int(self.lease_ttl * 1e6)
-        step = StepCommit(run.id, run.fencing, self.owner, run.row(), attempt_rows, records, consume_event_id)
+        step = StepCommit(run.id, run.fencing, self.owner, run.row(), records, consume_event_id)
         for attempt in range(1, COMMIT_RETRIES + 1):
             fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._pending.append((step, fut))
@@ -154,7 +173,7 @@ class Worker:
         if self.observer and records:
             self.observer(records)
         if run.status in TERMINAL_STATUSES:
-            fut_done = self._done.get(run.id)
+            fut_done = self._done.pop(run.id, None)
             if fut_done is not None and not fut_done.done():
                 fut_done.set_result(run.status)
 
@@ -163,6 +182,10 @@ class Worker:
 
     def session_for(self, run: ActiveRun, runs_in: str) -> Any:
         return self.session_factory(run, runs_in) if self.session_factory else None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def track_inflight(self, run_id: str, task: asyncio.Task[Any] | None) -> None:
         if task is None:
@@ -214,7 +237,11 @@ class Worker:
                 batch = self._pending[: self.batch_max]
                 del self._pending[: len(batch)]
                 try:
-                    applied = await self._in_db(self.store.commit, [s for s, _ in batch])
+                    if self._inline_commits:
+                        # SQLite commits take tens of microseconds: cheaper here than two thread hops.
+                        applied = self.store.commit([s for s, _ in batch])
+                    else:
+                        applied = await self._in_db(self.store.commit, [s for s, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting step, which decides
                     for _, fut in batch:
                         if not fut.done():

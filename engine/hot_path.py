@@ -22,18 +22,22 @@ from .signing import Signer, public_b64
 
 _MUTABLE = ("state", "status", "phase", "context", "attempt", "state_entered_us", "next_attempt_us",
             "lease_owner", "lease_expires_us", "error_type", "error_detail", "updated_us")
-_ATTEMPT_COLS = ("run_id", "state", "attempt", "action", "started_us", "finished_us", "outcome", "error_type",
-                 "error_detail", "worker")
 _AUDIT_COLS = FIELDS + ("hash",)
+_RUN_COLS = ("id", "workflow", "workflow_version", "spec_hash", "state", "status", "phase", "context", "attempt",
+             "state_entered_us", "next_attempt_us", "lease_owner", "lease_expires_us", "fencing", "idempotency_key",
+             "cancel_requested", "pod_namespace", "pod_name", "pod_uid", "created_us", "updated_us")
 
 SQL = {
     "step": "UPDATE runs SET " + ", ".join(f"{c} = :{c}" for c in _MUTABLE)
             + " WHERE id = :b_id AND fencing = :b_fencing AND lease_owner = :b_owner",
-    "attempt": f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLS)}) VALUES ({', '.join(':' + c for c in _ATTEMPT_COLS)})",
     "audit": f"INSERT INTO audit ({', '.join(_AUDIT_COLS)}) VALUES ({', '.join(':' + c for c in _AUDIT_COLS)})",
     "head_get": "SELECT seq, hash FROM audit_head WHERE id = 1",
     "head_set": "UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND seq = :old_seq",
     "consume": "UPDATE events SET consumed_us = :at WHERE id = :id",
+    "run_by_key": "SELECT id FROM runs WHERE idempotency_key = :key",
+    "spec_exists": "SELECT 1 FROM specs WHERE hash = :hash",
+    "spec_insert": "INSERT INTO specs (hash, name, version, body, created_us) VALUES (:hash, :name, :version, :body, :created_us)",
+    "run_insert": f"INSERT INTO runs ({', '.join(_RUN_COLS)}) VALUES ({', '.join(':' + c for c in _RUN_COLS)})",
     "checkpoint": "INSERT INTO audit_checkpoints (seq, hash, time_us, key_id, public_key, signature) "
                   "VALUES (:seq, :hash, :time_us, :key_id, :public_key, :signature)",
 }
@@ -57,6 +61,7 @@ class HotWriter:
         self.signer, self.checkpoint_every = signer, checkpoint_every
         self._raw: Any = None
         self._head: tuple[int, str] | None = None
+        self._known_specs: set[str] = set()
 
     def close(self) -> None:
         if self._raw is not None:
@@ -102,20 +107,14 @@ class HotWriter:
         try:
             applied = self._apply_steps(cur, batch)
             records: list[AuditRecord] = []
-            attempt_rows: list[dict[str, Any]] = []
             for step, ok in zip(batch, applied, strict=True):
                 if ok:
                     records.extend(step.audit)
-                    attempt_rows.extend(step.attempts)
                     if step.consume_event_id is not None:
                         cur.execute(self.sql["consume"], {"at": time.time_ns() // 1000, "id": step.consume_event_id})
-            if attempt_rows:
-                cur.executemany(self.sql["attempt"], attempt_rows)
             if records:
                 self._append(cur, records, fresh_head)
             raw.commit()
-            if self.postgres is False:
-                pass
             return applied
         except StaleHead:
             raw.rollback()
@@ -131,6 +130,43 @@ class HotWriter:
             cur.execute(self.sql["step"], params)
             applied.append(cur.rowcount == 1)
         return applied
+
+    def create_run(self, spec_row: dict[str, Any], run_row: dict[str, Any], records: list[AuditRecord]) -> str | None:
+        """Insert a run (and its spec, once) with its first audit events.
+
+        Returns the id of an existing run with the same idempotency key instead, inserting nothing.
+        """
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        for attempt in range(20):
+            raw = self._conn()
+            cur = raw.cursor()
+            try:
+                if not self.postgres:
+                    cur.execute("BEGIN IMMEDIATE")
+                if run_row["idempotency_key"]:
+                    cur.execute(self.sql["run_by_key"], {"key": run_row["idempotency_key"]})
+                    found = cur.fetchone()
+                    if found:
+                        raw.rollback()
+                        return str(found[0])
+                if spec_row["hash"] not in self._known_specs:
+                    cur.execute(self.sql["spec_exists"], {"hash": spec_row["hash"]})
+                    if cur.fetchone() is None:
+                        cur.execute(self.sql["spec_insert"], spec_row)
+                cur.execute(self.sql["run_insert"], run_row)
+                self._append(cur, records, fresh_head=attempt > 0)
+                raw.commit()
+                self._known_specs.add(spec_row["hash"])
+                return None
+            except StaleHead:
+                raw.rollback()
+                self._head = None
+            except dbapi_error as exc:
+                self._reset()
+                raise sa.exc.DBAPIError("create run", None, exc) from exc
+            finally:
+                cur.close()
+        raise RuntimeError("the audit chain head kept moving; too much contention")
 
     def set_head(self, seq: int, hash_: str) -> None:
         """Tell the cache where the chain head is after another write path on this thread moved it."""

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from .errors import ActionError
-from .spec.models import DefaultsSpec, RetrySpec, StateSpec
+from .spec.models import DefaultsSpec, StateSpec
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -38,7 +38,6 @@ class ActiveRun:
     error_detail: str | None = None
     lease_expires_us: int | None = None
     records: list[AuditRecord] = field(default_factory=list)
-    attempt_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: dict[str, Any], spec: CompiledSpec) -> ActiveRun:
@@ -88,7 +87,6 @@ class ActiveRun:
             "error_type": self.error_type, "error_detail": self.error_detail, "updated_us": now_us(),
         }
 
-    def take_pending(self) -> tuple[list[AuditRecord], list[dict[str, Any]]]:
-        recs, rows = self.records, self.attempt_rows
-        self.records, self.attempt_rows = [], []
-        return recs, rows
+    def take_pending(self) -> list[AuditRecord]:
+        recs, self.records = self.records, []
+        return recs

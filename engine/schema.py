@@ -68,22 +68,31 @@ Index("ix_runs_owner", runs.c.lease_owner)
 Index("ix_runs_pod", runs.c.pod_name)
 Index("ix_runs_created", runs.c.created_us)
 
+# State attempts are audit events (attempt.succeeded / attempt.failed / attempt.timeout); this view
+# presents them as rows so nothing is stored twice. It lives in its own MetaData: create_all must not
+# make it a table; migration 0001 creates the view.
+views = MetaData()
 attempts = Table(
     "attempts",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(32), nullable=False),
-    Column("state", String(64), nullable=False),
-    Column("attempt", Integer, nullable=False),
+    views,
+    Column("id", BigInteger),
+    Column("run_id", String(32)),
+    Column("state", String(64)),
+    Column("attempt", Integer),
     Column("action", String(100)),
-    Column("started_us", BigInteger, nullable=False),
-    Column("finished_us", BigInteger, nullable=False),
-    Column("outcome", String(16), nullable=False),
+    Column("started_us", BigInteger),
+    Column("finished_us", BigInteger),
+    Column("outcome", String(16)),
     Column("error_type", String(100)),
     Column("error_detail", Text),
-    Column("worker", String(64)),
+    Column("worker", String(100)),
 )
-Index("ix_attempts_run", attempts.c.run_id)
+ATTEMPTS_VIEW = """
+CREATE VIEW attempts AS
+SELECT seq AS id, run_id, from_state AS state, attempt, action, time_us - COALESCE(duration_us, 0) AS started_us,
+       time_us AS finished_us, outcome, error_type, error_detail, actor AS worker
+FROM audit WHERE event IN ('attempt.succeeded', 'attempt.failed', 'attempt.timeout')
+"""
 
 events = Table(
     "events",

@@ -1,7 +1,7 @@
 """How one run advances: attempt the state's action, retry, route errors, wait, compensate, finish.
 
 ``RunDriver.drive`` loops over steps while the run can proceed in-process; each step ends with one
-commit (state + context + attempts + audit together). It returns when the run ends, parks (waiting
+commit (state + context + audit events, attempts among them, together). It returns when the run ends, parks (waiting
 for an event or a long backoff) or the lease is lost. Retry *decisions* live in ``retry.py``.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .actions import ActionContext, ActionRegistry
@@ -35,6 +34,9 @@ class WorkerHooks(Protocol):
     async def pending_event(self, run_id: str, name: str) -> tuple[int, dict[str, Any]] | None: ...
     def session_for(self, run: ActiveRun, runs_in: str) -> Any: ...
     def track_inflight(self, run_id: str, task: asyncio.Task[Any] | None) -> None: ...
+
+    @property
+    def stopping(self) -> bool: ...
 
 
 class RunDriver:
@@ -93,7 +95,6 @@ class RunDriver:
         run.audit("attempt.succeeded", time_us=now_us(), from_state=run.state, action=action,
                   attempt=run.attempt, outcome="ok", duration_us=now_us() - started,
                   data={"started_us": started})
-        self._attempt_row(action, started, "ok")
         return await self._after_action(result)
 
     async def _call(self, action: str, raw_params: dict[str, Any], runs_in: str, timeout: float,
@@ -106,14 +107,17 @@ class RunDriver:
         ctx = ActionContext(run_id=run.id, workflow=run.workflow, state=run.state, attempt=attempt,
                             input=run.context.get("input", {}), results=run.results,
                             session=self.w.session_for(run, runs_in))
-        task = asyncio.ensure_future(self.w.registry.call(action, params, ctx, key))
-        self.w.track_inflight(run.id, task)
+        # The driver task itself is what a cancel request interrupts, and only while it is in here.
+        me = asyncio.current_task()
+        self.w.track_inflight(run.id, me)
         try:
-            return await asyncio.wait_for(task, timeout)
+            async with asyncio.timeout(timeout):
+                return await self.w.registry.call(action, params, ctx, key)
         except TimeoutError:
             raise Timeout(f"{action} did not finish within {timeout:g}s") from None
         except asyncio.CancelledError:
-            if run.cancel_requested and not _current_task_cancelling():
+            if run.cancel_requested and not self.w.stopping and me is not None and me.cancelling():
+                me.uncancel()
                 raise Cancelled(f"run cancelled while {action} was running") from None
             raise
         except ActionError:
@@ -141,7 +145,6 @@ class RunDriver:
         event = "attempt.timeout" if isinstance(exc, Timeout) else "attempt.failed"
         run.audit(event, from_state=run.state, action=action, attempt=run.attempt, outcome="error",
                   error_type=exc.name, error_detail=exc.message, duration_us=now_us() - started)
-        self._attempt_row(action, started, "error", exc)
         if isinstance(exc, Cancelled) and run.cancel_requested:
             return await self._cancel()
         if exc.name == "EnclaveLost" or "EnclaveLost" in exc.names():
@@ -193,7 +196,8 @@ class RunDriver:
                   error_type=error.name if error else None, duration_us=t - run.state_entered_us,
                   data={"trigger": trigger} if trigger != "ok" else None)
         run.audit("state.entered", time_us=t, from_state=run.state, to_state=target)
-        run.state, run.attempt, run.state_entered_us, run.next_attempt_us = target, 1, t, t
+        # next_attempt_us stays in the past (the run stays due) and is not rewritten: one index write less.
+        run.state, run.attempt, run.state_entered_us = target, 1, t
         run.phase = "action"
         if run.spec.plans[target].spec.terminal:
             return await self._enter_terminal_effects()
@@ -292,25 +296,9 @@ class RunDriver:
         run.audit("state.exited", time_us=t, from_state=run.state, to_state=target, outcome="ok",
                   duration_us=t - run.state_entered_us)
         run.audit("state.entered", time_us=t, from_state=run.state, to_state=target)
-        run.state, run.attempt, run.state_entered_us, run.next_attempt_us = target, 1, t, t
+        # next_attempt_us stays in the past (the run stays due) and is not rewritten: one index write less.
+        run.state, run.attempt, run.state_entered_us = target, 1, t
         await self.w.commit(run, consume_event_id=event_id)
         if run.spec.plans[target].spec.terminal:
             return await self._enter_terminal_effects()
         return True
-
-    def _attempt_row(self, action: str | None, started: int, outcome: str, exc: ActionError | None = None) -> None:
-        run = self.run
-        run.attempt_rows.append({
-            "run_id": run.id, "state": run.state, "attempt": run.attempt, "action": action,
-            "started_us": started, "finished_us": now_us(), "outcome": outcome,
-            "error_type": exc.name if exc else None, "error_detail": exc.message[:2000] if exc else None,
-            "worker": self.w.owner,
-        })
-
-
-def _current_task_cancelling() -> bool:
-    task = asyncio.current_task()
-    return bool(task and task.cancelling())
-
-
-SleepFn = Callable[[float], Awaitable[None]]

@@ -22,7 +22,7 @@ from .audit_store import AuditChain
 from .db import writer
 from .errors import InvalidState, NotFound
 from .hot_path import HotWriter
-from .schema import attempts, events, runs, specs
+from .schema import events, runs, specs
 from .spec.loader import LoadedSpec
 
 ACTIVE = ("pending", "running")
@@ -79,7 +79,6 @@ class StepCommit:
     fencing: int
     owner: str
     row: dict[str, Any]
-    attempts: list[dict[str, Any]] = field(default_factory=list)
     audit: list[AuditRecord] = field(default_factory=list)
     consume_event_id: int | None = None
 
@@ -118,29 +117,25 @@ class Store:
         t = now_us()
         run_id = uuid.uuid4().hex
         spec = loaded.spec
-        with self.writer.begin() as conn:
-            if idempotency_key:
-                found = conn.execute(sa.select(runs.c.id).where(runs.c.idempotency_key == idempotency_key)).scalar()
-                if found:
-                    return str(found), False
-            self.put_spec(conn, loaded)
-            conn.execute(runs.insert().values(
-                id=run_id, workflow=spec.name, workflow_version=spec.version, spec_hash=loaded.spec_hash,
-                state=spec.spec.initial, status="running" if owner else "pending", phase="action",
-                context=dumps({"input": run_input, "results": {}, "events": {}, "completed": []}),
-                attempt=1, state_entered_us=t, next_attempt_us=t, lease_owner=owner,
-                lease_expires_us=t + int(lease_ttl * 1e6) if owner else None, fencing=1 if owner else 0,
-                idempotency_key=idempotency_key, cancel_requested=False, pod_namespace=pod[0],
-                pod_name=pod[1], pod_uid=pod[2], created_us=t, updated_us=t))
-            base = dict(run_id=run_id, workflow=spec.name, pod_namespace=pod[0], pod_name=pod[1], pod_uid=pod[2])
-            head = self.chain.append(conn, [
-                AuditRecord(time_us=t, event="run.created", actor=actor, outcome="ok",
-                            data=dump_data({"spec_hash": loaded.spec_hash, "version": spec.version}), **base),
-                AuditRecord(time_us=t, event="state.entered", to_state=spec.spec.initial, actor=actor, **base),
-            ])
-        if head:
-            self.hot.set_head(*head)
-        return run_id, True
+        spec_row = {"hash": loaded.spec_hash, "name": spec.name, "version": spec.version,
+                    "body": dumps(spec.model_dump(mode="json")), "created_us": t}
+        run_row = {
+            "id": run_id, "workflow": spec.name, "workflow_version": spec.version, "spec_hash": loaded.spec_hash,
+            "state": spec.spec.initial, "status": "running" if owner else "pending", "phase": "action",
+            "context": dumps({"input": run_input, "results": {}, "events": {}, "completed": []}),
+            "attempt": 1, "state_entered_us": t, "next_attempt_us": t, "lease_owner": owner,
+            "lease_expires_us": t + int(lease_ttl * 1e6) if owner else None, "fencing": 1 if owner else 0,
+            "idempotency_key": idempotency_key, "cancel_requested": False, "pod_namespace": pod[0],
+            "pod_name": pod[1], "pod_uid": pod[2], "created_us": t, "updated_us": t,
+        }
+        base = dict(run_id=run_id, workflow=spec.name, pod_namespace=pod[0], pod_name=pod[1], pod_uid=pod[2])
+        records = [
+            AuditRecord(time_us=t, event="run.created", actor=actor, outcome="ok",
+                        data=dump_data({"spec_hash": loaded.spec_hash, "version": spec.version}), **base),
+            AuditRecord(time_us=t, event="state.entered", to_state=spec.spec.initial, actor=actor, **base),
+        ]
+        existing = self.hot.create_run(spec_row, run_row, records)
+        return (existing, False) if existing else (run_id, True)
 
     # -- leases -----------------------------------------------------------------------------------
     def claim(self, owner: str, limit: int, lease_ttl: float, only: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -178,34 +173,17 @@ class Store:
     def commit(self, batch: Sequence[StepCommit]) -> list[bool]:
         """Apply many runs' steps in one transaction; a step whose lease was lost is dropped alone.
 
-        The executor's path: ``HotWriter`` does the same with hand-written SQL on a dedicated connection.
+        Done by ``HotWriter`` with hand-written SQL on a dedicated connection (see hot_path.py).
         """
         return self.hot.commit(batch)
-
-    def commit_core(self, batch: Sequence[StepCommit]) -> list[bool]:
-        """``commit`` through SQLAlchemy Core: the reference the hot path is tested against."""
-        applied: list[bool] = []
-        records: list[AuditRecord] = []
-        attempt_rows: list[dict[str, Any]] = []
-        with self.writer.begin() as conn:
-            for step in batch:
-                params = dict(step.row, b_id=step.run_id, b_fencing=step.fencing, b_owner=step.owner)
-                ok = conn.execute(_STEP_UPDATE, params).rowcount == 1
-                applied.append(ok)
-                if not ok:
-                    continue
-                records.extend(step.audit)
-                attempt_rows.extend(step.attempts)
-                if step.consume_event_id is not None:
-                    conn.execute(_CONSUME_EVENT, {"e_id": step.consume_event_id, "e_at": now_us()})
-            if attempt_rows:
-                conn.execute(attempts.insert(), attempt_rows)
-            self.chain.append(conn, records)
-        return applied
 
     def audit_only(self, records: Sequence[AuditRecord]) -> None:
         with self.writer.begin() as conn:
             self.chain.append(conn, records)
+
+    def run_status(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar()
 
     def pending_event(self, run_id: str, name: str) -> tuple[int, dict[str, Any]] | None:
         with self.engine.connect() as conn:

@@ -43,7 +43,7 @@ def demo_cmd(
     status = asyncio.run(_run_embedded(store, registry, loaded, {"name": "enclaveflow",
                                                                  "pod": {"namespace": "demo", "name": "hello",
                                                                          "uid": "demo-uid-1"}}, None))
-    typer.echo(f"\n== audit trail (enclaveflow audit query 'pod = \"hello\"')")
+    typer.echo("\n== audit trail (enclaveflow audit query 'pod = \"hello\"')")
     with store.engine.connect() as conn:
         rows = query_audit(conn, 'pod = "hello"', limit=200)
     for r in rows:

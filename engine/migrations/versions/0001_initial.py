@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from engine.schema import metadata
+from engine.schema import ATTEMPTS_VIEW, metadata
 
 revision = "0001"
 down_revision = None
@@ -22,8 +22,10 @@ depends_on = None
 def upgrade() -> None:
     bind = op.get_bind()
     metadata.create_all(bind)
+    op.execute(ATTEMPTS_VIEW)
     op.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '" + "0" * 64 + "')")
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW attempts")
     metadata.drop_all(op.get_bind())
