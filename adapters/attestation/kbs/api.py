@@ -91,7 +91,7 @@ async def auth(request: HttpRequest) -> Response:
     kbs = _kbs(request)
     req = _parse(Request, await read_body(request, LIMIT_AUTH), "auth")
     session = kbs.auth(req)
-    response = JSONResponse(kbs.challenge(session).wire())
+    response = JSONResponse(kbs.challenge(session))
     _cookie(response, session.id, session.expires_at)
     return response
 
@@ -198,9 +198,13 @@ async def not_found(request: HttpRequest) -> Response:
     raise PluginNotFound("no such KBS endpoint or plugin.")
 
 
+def error_body(exc: KbsError) -> bytes:
+    """The ErrorInformation JSON body of a refusal (PROTOCOLS §1.11)."""
+    return json.dumps(ErrorInformation.of(exc.variant, exc.message).wire()).encode()
+
+
 def error_response(exc: KbsError) -> Response:
-    body = json.dumps(ErrorInformation.of(exc.variant, exc.message).wire()).encode()
-    return Response(body, status_code=exc.status, media_type="application/json")
+    return Response(error_body(exc), status_code=exc.status, media_type="application/json")
 
 
 def as_kbs_error(exc: Exception) -> KbsError:

@@ -3,6 +3,8 @@
 ``serve`` runs the KBS; ``admin-key init`` makes the admin key pair; ``token decode`` shows (and
 with ``--kbs-url`` verifies) an attestation token. The admin commands (``resource``,
 ``reference-value``, ``policy``, ``keystore``) live in ``cli_admin.py`` and talk to a running KBS.
+``HELP`` is read (without importing this module) by ``enclaveflow --help``; the KBS, KMS, JWT and
+key modules are imported inside the commands (start-up time).
 """
 
 from __future__ import annotations
@@ -12,22 +14,21 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-import jwt
 import typer
 
-from adapters.kms import KmsSettings
 from engine.errors import UsageError
 
-from .admin import init_key_pair
-from .admin_client import AdminClient
 from .cli_admin import KbsUrl, add_admin_commands
-from .config import DEFAULT_ALLOWED_TEES, KbsConfig
 
-app = typer.Typer(
-    help="Key broker service (trustee-compatible KBS): serve it, provision it, inspect tokens.\n\n"
+HELP = (
+    "Key broker service (trustee-compatible KBS): serve it, provision it, inspect tokens.\n\n"
     "Example:\n\n  enclaveflow kbs admin-key init --out ./kbs-admin\n\n"
     "  enclaveflow kbs serve --listen 127.0.0.1:8080 --db kbs.db --master-key-file mk.json "
-    "--create-master-key --admin-public-key ./kbs-admin/admin.pub",
+    "--create-master-key --admin-public-key ./kbs-admin/admin.pub"
+)
+
+app = typer.Typer(
+    help=HELP,
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -85,6 +86,9 @@ def serve(
     Example: enclaveflow kbs serve --listen 127.0.0.1:8080 --db kbs.db --master-key-file mk.json
     --create-master-key --admin-public-key admin.pub --trusted-platform-key platform.pub
     """
+    from adapters.kms import KmsSettings
+
+    from .config import DEFAULT_ALLOWED_TEES, KbsConfig
     from .server import serve as run
 
     host, port = _listen(listen)
@@ -131,6 +135,8 @@ def admin_key_init(
 
     Example: enclaveflow kbs admin-key init --out ./kbs-admin
     """
+    from .admin import init_key_pair
+
     priv, pub = init_key_pair(out, force)
     typer.echo(f"wrote {priv} (keep private) and {pub} (give to the KBS)")
 
@@ -144,6 +150,10 @@ def token_decode(
 
     Example: enclaveflow kbs token decode "$TOKEN" --kbs-url http://127.0.0.1:8080
     """
+    import jwt
+
+    from .admin_client import AdminClient
+
     if token == "-":
         token = typer.get_text_stream("stdin").read().strip()
     try:

@@ -21,7 +21,7 @@ from engine.errors import UsageError
 
 from ..errors import ProtocolError
 from ..jwe import seal
-from ..protocol import Attestation, Challenge, Request, ResourcePath, check_protocol_version
+from ..protocol import Attestation, Request, ResourcePath, check_protocol_version
 from .admin import AdminAuth, load_public_key
 from .attestation.rvps import Rvps
 from .attestation.service import AttestationService, status_of_claims, tee_of_claims, tee_pubkey_of_claims
@@ -80,6 +80,8 @@ class Kbs:
         )
 
     def close(self) -> None:
+        self.sessions.close()
+        self.resources.close()
         self.engine.dispose()
         self.kms.close()
 
@@ -96,8 +98,9 @@ class Kbs:
             )
         return self.sessions.create(req.tee, "sha384")
 
-    def challenge(self, session: Session) -> Challenge:
-        return Challenge(nonce=session.nonce, extra_params="")
+    def challenge(self, session: Session) -> dict[str, Any]:
+        """The /auth answer (PROTOCOLS §1.4) as its wire dict (same as ``Challenge(...).wire()``)."""
+        return {"nonce": session.nonce, "extra-params": ""}
 
     def attest(self, session_id: str | None, att: Attestation) -> Session:
         """Verify, appraise, sign; returns the now attested session (its ``token`` is the EAR)."""
@@ -111,7 +114,8 @@ class Kbs:
         claims = self.service.evaluate(session.tee, session.nonce, session.hash_alg, att)
         token = self.broker.sign(claims)
         attested = self.sessions.mark_attested(session, att.runtime_data.nonce, token)
-        log.info("attestation tee=%s status=%s", session.tee, status_of_claims(claims))
+        # DEBUG, not INFO: this is the per-release hot path (refusals are logged by the app at INFO).
+        log.debug("attestation tee=%s status=%s", session.tee, status_of_claims(claims))
         return attested
 
     # -- resources ---------------------------------------------------------------------------

@@ -9,22 +9,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from adapters.kms import Kms
 
 from ..protocol import ResourcePath
 from . import db
 from .errors import ResourceNotFound
+from .hotsql import HotSql
 
 MAX_RESOURCE_BYTES = 1024 * 1024
-_GET_BLOB = select(db.resources.c.blob).where(db.resources.c.path == bindparam("p"))
+_GET_BLOB = "SELECT blob FROM kbs_resources WHERE path = ?"  # per release: plain SQL (hotsql.py)
 
 
 class ResourceStore:
     def __init__(self, engine: Engine, kms: Kms) -> None:
         self._engine = engine
+        self._sql = HotSql(engine)
         self.kms = kms
+
+    def close(self) -> None:
+        self._sql.close()
 
     def put(self, path: ResourcePath, value: bytes) -> dict[str, Any]:
         blob = self.kms.seal(value, str(path).encode())
@@ -42,8 +47,8 @@ class ResourceStore:
         return {k: row[k] for k in ("path", "kms", "key_id", "size")}
 
     def get(self, path: ResourcePath) -> bytes:
-        with self._engine.connect() as conn:
-            blob = conn.execute(_GET_BLOB, {"p": str(path)}).scalar()
+        row = self._sql.one(_GET_BLOB, (str(path),))
+        blob = bytes(row[0]) if row is not None else None
         if blob is None:
             raise ResourceNotFound(f"resource {path} does not exist on this KBS.")
         return self.kms.open(blob, str(path).encode())

@@ -21,10 +21,10 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Engine, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Engine
 
-from . import db
 from .errors import NonceInvalid, SessionInvalid
+from .hotsql import HotSql
 
 DEFAULT_TIMEOUT_S = 300.0
 _SESSION_ID_LEN = 32
@@ -52,22 +52,17 @@ def new_nonce() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-# Statements are built once; SQLAlchemy then reuses their compiled form.
-_s = db.sessions.c
-_INSERT = insert(db.sessions)
-_SELECT = select(db.sessions).where(_s.id == bindparam("sid"))
-_PURGE = delete(db.sessions).where(_s.expires_at < bindparam("before"))
+# The hot statements, as plain SQL (see ``hotsql.py``); columns as ``db.sessions``.
+_INSERT = (
+    "INSERT INTO kbs_sessions (id, tee, nonce, hash_alg, state, token, expires_at) "
+    "VALUES (?, ?, ?, ?, 'authed', NULL, ?)"
+)
+_SELECT = "SELECT id, tee, nonce, hash_alg, state, token, expires_at FROM kbs_sessions WHERE id = ?"
+_PURGE = "DELETE FROM kbs_sessions WHERE expires_at < ?"
+# Consuming the nonce: one conditional UPDATE; a row count of 1 is the proof it was still unused.
 _CONSUME = (
-    update(db.sessions)
-    .where(
-        and_(
-            _s.id == bindparam("sid"),
-            _s.state == "authed",
-            _s.nonce == bindparam("expected_nonce"),
-            _s.expires_at > bindparam("now"),
-        )
-    )
-    .values(state="attested", token=bindparam("new_token"))
+    "UPDATE kbs_sessions SET state = 'attested', token = ? "
+    "WHERE id = ? AND state = 'authed' AND nonce = ? AND expires_at > ?"
 )
 
 
@@ -75,7 +70,7 @@ class SessionStore:
     """Create, read and consume sessions. Each call is one short transaction."""
 
     def __init__(self, engine: Engine, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self._engine = engine
+        self._sql = HotSql(engine)
         self.timeout_s = timeout_s
         self._last_purge = 0.0
         self._cache: OrderedDict[str, Session] = OrderedDict()
@@ -90,22 +85,10 @@ class SessionStore:
     def create(self, tee: str, hash_alg: str) -> Session:
         now = time.time()
         sess = Session(uuid.uuid4().hex, tee, new_nonce(), hash_alg, "authed", None, now + self.timeout_s)
-        with self._engine.begin() as conn:
-            conn.execute(
-                _INSERT,
-                {
-                    "id": sess.id,
-                    "tee": tee,
-                    "nonce": sess.nonce,
-                    "hash_alg": hash_alg,
-                    "state": "authed",
-                    "token": None,
-                    "expires_at": sess.expires_at,
-                },
-            )
-            if now - self._last_purge > _PURGE_EVERY_S:
-                self._last_purge = now
-                conn.execute(_PURGE, {"before": now - 60})
+        self._sql.write(_INSERT, (sess.id, tee, sess.nonce, hash_alg, sess.expires_at))
+        if now - self._last_purge > _PURGE_EVERY_S:
+            self._last_purge = now
+            self._sql.write(_PURGE, (now - 60,))
         self._remember(sess)
         return sess
 
@@ -119,22 +102,20 @@ class SessionStore:
         with self._lock:
             sess = self._cache.get(session_id)
         if sess is None or (need_attested and not sess.attested):
-            with self._engine.connect() as conn:
-                row = conn.execute(_SELECT, {"sid": session_id}).first()
+            row = self._sql.one(_SELECT, (session_id,))
             if row is None:
                 raise SessionInvalid("session is unknown or expired; start again with POST /kbs/v0/auth.")
-            sess = Session(row.id, row.tee, row.nonce, row.hash_alg, row.state, row.token, row.expires_at)
+            sess = Session(*row)
         if sess.expires_at <= time.time():
             raise SessionInvalid("session is unknown or expired; start again with POST /kbs/v0/auth.")
         return sess
 
+    def close(self) -> None:
+        self._sql.close()
+
     def mark_attested(self, session: Session, nonce: str, token: str) -> Session:
         """Consume the nonce: succeeds once per session, for the session's own nonce only."""
-        with self._engine.begin() as conn:
-            res = conn.execute(
-                _CONSUME, {"sid": session.id, "expected_nonce": nonce, "now": time.time(), "new_token": token}
-            )
-        if res.rowcount != 1:
+        if self._sql.write(_CONSUME, (token, session.id, nonce, time.time())) != 1:
             raise NonceInvalid("the challenge nonce was already used or has expired; start again with /auth.")
         attested = replace(session, state="attested", token=token)
         self._remember(attested)
