@@ -1,9 +1,10 @@
 """The tamper-evident audit log: records, the SHA-256 hash chain and signed checkpoints (pure logic).
 
 Every audit row carries ``prev_hash`` and ``hash = sha256(encode(row))`` where ``encode`` joins the
-row's fields (``prev_hash`` included, ``hash`` excluded) in a fixed order with a unit separator, None
-written as NUL. Free text is stripped of those two bytes when a record is made, so the encoding is
-unambiguous. Altering, deleting, inserting or reordering any row breaks the chain at that row.
+row's fields (``prev_hash`` included, ``hash`` excluded) in a fixed order with the unit separator
+(0x1F), None written as the record separator (0x1E). Every text field is stripped of those two bytes
+when a record is made, so the encoding is unambiguous - and simple enough for the database to build
+it itself, which is how ``audit verify`` reaches hundreds of thousands of events per second. Altering, deleting, inserting or reordering any row breaks the chain at that row.
 Every ``checkpoint_every`` events (and on shutdown) the writer signs ``(seq, hash, time)`` with the
 daemon's Ed25519 key, as CloudTrail signs digest files: the chain then cannot be rewritten wholesale
 by someone without the key, and truncation before a checkpoint is detected.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GENESIS_HASH = "0" * 64
-SEP, NONE = "\x1f", "\x00"
+SEP, NONE = "\x1f", "\x1e"
 CHECKPOINT_DOMAIN = b"enclaveflow-audit-checkpoint/v1\n"
 MAX_DETAIL = 2000
 
@@ -30,10 +31,12 @@ FIELDS = (
 
 
 def clean_text(value: str | None, limit: int = MAX_DETAIL) -> str | None:
-    """Free text as it may enter the chain: no separator bytes, bounded length."""
+    """Text as it may enter the chain: no separator bytes, bounded length."""
     if value is None:
         return None
-    return value.replace(SEP, " ").replace(NONE, " ")[:limit]
+    if SEP in value or NONE in value:
+        value = value.replace(SEP, " ").replace(NONE, " ")
+    return value[:limit]
 
 
 def dump_data(data: dict[str, Any] | None) -> str | None:
@@ -67,18 +70,23 @@ class AuditRecord:
 
     def row(self, seq: int, prev_hash: str) -> tuple[Any, ...]:
         """The row's values in ``FIELDS`` order (without the hash)."""
+        c = clean_text
         return (
-            seq, self.time_us, self.run_id, self.workflow, self.pod_namespace, self.pod_name,
-            self.pod_uid, self.event, self.from_state, self.to_state, self.action, self.attempt,
-            self.outcome, self.error_type, clean_text(self.error_detail), self.actor, self.duration_us,
+            seq, self.time_us, self.run_id, self.workflow, c(self.pod_namespace, 253), c(self.pod_name, 253),
+            c(self.pod_uid, 64), self.event, self.from_state, self.to_state, self.action, self.attempt,
+            self.outcome, self.error_type, c(self.error_detail), c(self.actor, 100), self.duration_us,
             self.data, prev_hash,
         )
 
 
+def canonical(values: tuple[Any, ...] | list[Any]) -> str:
+    """The hashed encoding of one row given its values in ``FIELDS`` order."""
+    return SEP.join([NONE if v is None else str(v) for v in values])
+
+
 def row_hash(values: tuple[Any, ...] | list[Any]) -> str:
     """Hash of one row given its values in ``FIELDS`` order."""
-    text = SEP.join([NONE if v is None else str(v) for v in values])
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(canonical(values).encode()).hexdigest()
 
 
 def chain(records: list[AuditRecord], head_seq: int, head_hash: str) -> list[dict[str, Any]]:
@@ -132,27 +140,29 @@ class ChainVerifier:
         self.hashes: dict[int, str] = {}
 
     def feed(self, rows: list[tuple[Any, ...]], want: set[int]) -> bool:
-        """Check a batch; remember hashes of seqs in ``want`` (checkpoints). False once broken."""
-        sha, sep, none = hashlib.sha256, SEP, NONE
+        """Check a batch of ``(seq, prev_hash, hash, canonical text)`` rows; False once broken.
+
+        The canonical text is built by the database from the row's columns (``canonical_sql``), so
+        what is checked is exactly what is stored. Hashes of seqs in ``want`` (checkpoints) are kept.
+        """
+        sha = hashlib.sha256
         expected, prev = self.expected_seq, self.prev
-        for row in rows:
-            seq = row[0]
+        for seq, prev_hash, stored, canon in rows:
             if seq != expected:
                 what = "is missing" if seq > expected else "is out of order or duplicated"
                 self.report.fail(expected, f"event {expected} {what} (next row has seq {seq})")
                 return False
-            h = sha(sep.join([none if v is None else str(v) for v in row[:19]]).encode()).hexdigest()
-            if h != row[19]:
+            if sha(canon.encode()).hexdigest() != stored:
                 self.report.fail(seq, f"event {seq} was altered (its content does not match its hash)")
                 return False
-            if row[18] != prev:
+            if prev_hash != prev:
                 # Both rows match their own hashes: one of them was rewritten whole, or inserted.
                 self.report.fail(seq - 1, f"the chain breaks between events {seq - 1} and {seq}: "
                                  "one of them was rewritten together with its hash, or inserted")
                 return False
             if seq in want:
-                self.hashes[seq] = h
-            prev = h
+                self.hashes[seq] = stored
+            prev = stored
             expected += 1
         self.report.events += len(rows)
         self.expected_seq, self.prev = expected, prev

@@ -157,6 +157,17 @@ class Worker:
             run.lease_expires_us = now_us() + int(self.lease_ttl * 1e6)
         step = StepCommit(run.id, run.fencing, self.owner, run.row(), records, consume_event_id)
         for attempt in range(1, COMMIT_RETRIES + 1):
+            if self._inline_commits and len(self._active) <= 1 and not self._pending:
+                # Alone on SQLite: nothing to batch with, so skip the hop through the committer task.
+                try:
+                    applied = self.store.commit([step])[0]
+                    break
+                except sa.exc.DBAPIError as exc:
+                    if attempt == COMMIT_RETRIES:
+                        raise LeaseLost(f"could not commit run {run.id}: {exc}") from exc
+                    log.warning("commit of run %s failed (attempt %d): %s; retrying", run.id, attempt, exc.orig)
+                    await asyncio.sleep(0.05 * 2**attempt)
+                    continue
             fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._pending.append((step, fut))
             self._wake.set()

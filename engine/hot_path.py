@@ -114,7 +114,7 @@ class HotWriter:
                         cur.execute(self.sql["consume"], {"at": time.time_ns() // 1000, "id": step.consume_event_id})
             if records:
                 self._append(cur, records, fresh_head)
-            raw.commit()
+            self._end(raw, cur)
             return applied
         except StaleHead:
             raw.rollback()
@@ -155,7 +155,7 @@ class HotWriter:
                         cur.execute(self.sql["spec_insert"], spec_row)
                 cur.execute(self.sql["run_insert"], run_row)
                 self._append(cur, records, fresh_head=attempt > 0)
-                raw.commit()
+                self._end(raw, cur)
                 self._known_specs.add(spec_row["hash"])
                 return None
             except StaleHead:
@@ -167,6 +167,14 @@ class HotWriter:
             finally:
                 cur.close()
         raise RuntimeError("the audit chain head kept moving; too much contention")
+
+    def _end(self, raw: Any, cur: Any) -> None:
+        """Commit. On SQLite a plain COMMIT statement: the driver's commit() also resets every cached
+        statement of the connection, which costs more than the commit itself here."""
+        if self.postgres:
+            raw.commit()
+        else:
+            cur.execute("COMMIT")
 
     def set_head(self, seq: int, hash_: str) -> None:
         """Tell the cache where the chain head is after another write path on this thread moved it."""

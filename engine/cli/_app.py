@@ -1,4 +1,8 @@
-"""The root typer app, global options and the error-to-exit-code mapping shared by all commands."""
+"""The root typer app, global options and the error-to-exit-code mapping shared by all commands.
+
+The root app's click group is ``LazyGroup``: command modules are imported only when their command
+runs, so nothing here may import them (see ``_lazy``).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from ..errors import ActionError, EnclaveflowError
+from ._lazy import LazyGroup
 
 app = typer.Typer(
     name="enclaveflow",
+    cls=LazyGroup,
     help="Confidential containers as persisted, audited state machines.\n\n"
     "Examples:\n\n  enclaveflow workflow validate workflows/pod-launch.yaml\n\n"
     "  enclaveflow run workflows/demo.yaml --input '{\"name\": \"x\"}'\n\n"

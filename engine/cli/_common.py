@@ -1,5 +1,9 @@
 """Helpers shared by the engine's commands: opening the store, the registry, parsing JSON options,
-and printing tables."""
+and printing tables.
+
+The store and registry imports (SQLAlchemy, cryptography, pydantic models) happen inside the
+functions that need them, so commands that never open the store do not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,34 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..actions import ActionRegistry
-from ..audit_store import AuditChain
-from ..builtin_actions import register as register_builtins
-from ..config import audit_key_path
-from ..db import open_database
 from ..errors import UsageError
-from ..signing import load_or_create_signer
-from ..store import Store
 from ._app import state
+
+if TYPE_CHECKING:
+    from ..actions import ActionRegistry
+    from ..store import Store
 
 CHECKPOINT_EVERY = 1000
 
 
 def open_store(checkpoint_every: int = CHECKPOINT_EVERY) -> Store:
+    from ..audit_store import AuditChain
+    from ..config import audit_key_path
+    from ..db import open_database
+    from ..signing import load_or_create_signer
+    from ..store import Store
+
     engine = open_database(state.db_url)
     signer = load_or_create_signer(audit_key_path())
     return Store(engine, AuditChain(signer, checkpoint_every, postgres=engine.dialect.name == "postgresql"))
 
 
 def load_registry(with_plugins: bool = True) -> ActionRegistry:
+    from ..actions import ActionRegistry
+    from ..builtin_actions import register as register_builtins
+
     registry = ActionRegistry()
     register_builtins(registry)
     if with_plugins:

@@ -65,17 +65,24 @@ class LazyCommand:
 # The engine's own commands, in the order ``enclaveflow --help`` lists them. ``help`` is the command's
 # full first paragraph (the root list shortens it the way click does for loaded commands).
 ENGINE_COMMANDS: tuple[LazyCommand, ...] = (
-    LazyCommand("run", "engine.cli.run_cmds:commands",
-                "Execute one run of a spec in this process, showing its progress; exit 0 on success, 1 on failure.",
-                kind="command"),
-    LazyCommand("worker", "engine.cli.run_cmds:commands",
-                "Run the executor alone: claim due runs and drive them until SIGINT/SIGTERM.", kind="command"),
-    LazyCommand("demo", "engine.cli.demo_cmd:commands",
-                "Run the built-in demo workflow end to end in a fresh database and print its audit trail.",
-                kind="command"),
+    LazyCommand(
+        "run", "engine.cli.run_cmds:commands",
+        "Execute one run of a spec in this process, showing its progress; exit 0 on success, 1 on failure.",
+        kind="command",
+    ),
+    LazyCommand(
+        "worker", "engine.cli.run_cmds:commands",
+        "Run the executor alone: claim due runs and drive them until SIGINT/SIGTERM.", kind="command",
+    ),
+    LazyCommand(
+        "demo", "engine.cli.demo_cmd:commands",
+        "Run the built-in demo workflow end to end in a fresh database and print its audit trail.",
+        kind="command",
+    ),
     LazyCommand("audit", "engine.cli.audit_cmds:audit_app", "Query and verify the tamper-evident audit log."),
     LazyCommand("runs", "engine.cli.run_cmds:runs_app", "Start, list, inspect, signal and cancel runs."),
-    LazyCommand("workflow", "engine.cli.workflow_cmds:workflow_app", "Validate workflow specs and draw them."),
+    LazyCommand("workflow", "engine.cli.workflow_cmds:workflow_app",
+                "Validate workflow specs and draw them."),
 )
 
 
@@ -116,14 +123,15 @@ def _plugin_help(name: str, target: str) -> str:
     module = target.partition(":")[0]
     try:
         spec = importlib.util.find_spec(module)
-        origin = spec.origin if spec is not None else None
-        if origin is None or not origin.endswith(".py"):
-            return ""
-        with open(origin, "rb") as fh:
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {module!r}")
+        if spec.origin is None or not spec.origin.endswith(".py"):
+            return ""  # namespace package or compiled module: nothing to read cheaply
+        with open(spec.origin, "rb") as fh:
             source = fh.read(MAX_SOURCE_BYTES + 1)
         if len(source) > MAX_SOURCE_BYTES:
             return ""
-        tree = ast.parse(source, filename=origin)
+        tree = ast.parse(source, filename=spec.origin)
     except (ImportError, OSError, SyntaxError, ValueError) as exc:
         warn(f"command group {name!r} is unavailable: {exc}")
         return f"(unavailable: {exc})"
@@ -133,6 +141,7 @@ def _plugin_help(name: str, target: str) -> str:
 def _help_from_tree(tree: ast.Module) -> str:
     for node in tree.body:
         targets: Sequence[ast.expr] = ()
+        value: ast.expr | None = None
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
@@ -165,36 +174,37 @@ def build_command(entry: LazyCommand, obj: Any, rich_markup_mode: Any) -> click.
                                    rich_markup_mode=rich_markup_mode, suggest_commands=True)
     for info in obj.registered_commands:
         if info.name == entry.name:
-            return get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=rich_markup_mode)
+            return get_command_from_info(info, pretty_exceptions_short=True,
+                                         rich_markup_mode=rich_markup_mode)
     raise TypeError(f"{entry.target} has no command named {entry.name!r}")
 
 
 class LazyGroup(TyperGroup):
     """The root group: subcommands from ``ENGINE_COMMANDS`` and the entry points, imported on use.
 
-    ``lazy`` replaces the default table (engine commands + installed plugins); tests use it to add
-    fake entry points. Plugins are looked up only when a name is not an engine command or when the
-    whole list is needed (``--help``, typo suggestions).
+    ``lazy``, if given, is the complete table instead (no entry-point discovery). Installed plugins
+    are looked up only when a name is not an engine command or when the whole list is needed
+    (``--help``, typo suggestions), so engine commands never read the package metadata.
     """
 
     def __init__(self, *, lazy: Sequence[LazyCommand] | None = None, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self._engine = {c.name: c for c in ENGINE_COMMANDS} if lazy is None else {c.name: c for c in lazy}
+        self._static = {c.name: c for c in (ENGINE_COMMANDS if lazy is None else lazy)}
         self._plugins: dict[str, LazyCommand] | None = None if lazy is None else {}
         self._failed: set[str] = set()
 
     def _plugin_table(self) -> dict[str, LazyCommand]:
         if self._plugins is None:
             eps = plugin_entry_points()
-            self._plugins = {c.name: c for c in plugin_commands(eps, [*self._engine, *self.commands])}
+            self._plugins = {c.name: c for c in plugin_commands(eps, [*self._static, *self.commands])}
         return self._plugins
 
     def _entry(self, name: str) -> LazyCommand | None:
-        return self._engine.get(name) or self._plugin_table().get(name)
+        return self._static.get(name) or self._plugin_table().get(name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = [n for n in self.commands if n not in self._engine]
-        return [*self._engine, *names, *(n for n in self._plugin_table() if n not in self.commands)]
+        lazy = [*self._static, *self._plugin_table()]
+        return [*lazy, *(n for n in self.commands if n not in lazy)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
@@ -214,27 +224,19 @@ class LazyGroup(TyperGroup):
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The command list, from the static help lines of commands not loaded yet."""
-        names = self.list_commands(ctx)
-        rows: list[tuple[str, str | None]] = []
-        for name in names:
-            cmd = self.commands.get(name)
-            if cmd is not None and cmd.hidden:
-                continue
-            rows.append((name, None))
+        """The command list; commands not loaded yet show their static help line."""
+        rows = [(name, self.commands.get(name)) for name in self.list_commands(ctx)]
+        rows = [(name, cmd) for name, cmd in rows if cmd is None or not cmd.hidden]
         if not rows:
             return
         limit = formatter.width - 6 - max(len(name) for name, _ in rows)
-        shown = []
-        for name, _ in rows:
-            cmd = self.commands.get(name)
-            entry = self._entry(name)
-            if cmd is not None:
-                shown.append((name, cmd.get_short_help_str(limit)))
-            elif entry is not None:
-                shown.append((name, make_default_short_help(entry.help, limit).strip()))
         with formatter.section("Commands"):
-            formatter.write_dl(shown)
+            formatter.write_dl([(name, cmd.get_short_help_str(limit) if cmd is not None
+                                 else self._short_help(name, limit)) for name, cmd in rows])
+
+    def _short_help(self, name: str, limit: int) -> str:
+        entry = self._entry(name)
+        return make_default_short_help(entry.help, limit).strip() if entry is not None else ""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
                                                                                  list[str]]:

@@ -14,12 +14,11 @@ from ..errors import AuditVerificationError, UsageError
 from ..filters import describe_fields
 from ..schema import audit
 from ..signing import load_public_key
-from ._app import app, echo_json_line
+from ._app import echo_json_line
 from ._common import fmt_time, open_store, print_table
 
 audit_app = typer.Typer(help="Query and verify the tamper-evident audit log.", no_args_is_help=True,
                         rich_markup_mode=None)
-app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("query")

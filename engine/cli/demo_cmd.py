@@ -13,14 +13,17 @@ import typer
 from ..audit_store import query_audit, verify_chain
 from ..errors import SpecError
 from ..spec import load_spec_file, validate
-from ._app import app, state
+from ._app import state
 from ._common import fmt_time, load_registry, open_store, print_table
 from .run_cmds import _run_embedded
 
 REPO_WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
+# Holds the ``demo`` command; the root group loads it from here on first use (see ``_lazy``).
+commands = typer.Typer(rich_markup_mode=None)
 
-@app.command("demo")
+
+@commands.command("demo")
 def demo_cmd(
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep the demo's database and key here.")] = None,
 ) -> None:

@@ -20,12 +20,13 @@ from ..executor import Worker
 from ..filters import Field, compile_filter, describe_fields
 from ..schema import attempts, audit, runs
 from ..spec import load_spec_file, validate
-from ._app import app, echo_json_line
+from ._app import echo_json_line
 from ._common import fmt_time, load_registry, open_store, parse_json_option, pod_from_input, print_table
 
 runs_app = typer.Typer(help="Start, list, inspect, signal and cancel runs.", no_args_is_help=True,
                        rich_markup_mode=None)
-app.add_typer(runs_app, name="runs")
+# Holds the root-level ``run`` and ``worker`` commands; the root group loads them from here (``_lazy``).
+commands = typer.Typer(rich_markup_mode=None)
 
 RUN_FIELDS: dict[str, Field] = {
     "id": Field(runs.c.id, "str", "run id"),
@@ -76,7 +77,7 @@ def _describe(event: str, frm: str | None, to: str | None, attempt: int | None, 
     return None
 
 
-@app.command("run")
+@commands.command("run")
 def run_cmd(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
     input_json: Annotated[str | None, typer.Option("--input", help="Run input as JSON (or @file.json).")] = None,
@@ -115,7 +116,7 @@ async def _run_embedded(store: Any, registry: Any, loaded: Any, run_input: dict[
 
 def _is_waiting(store: Any, run_id: str) -> bool:
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar() == "waiting"
+        return bool(conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar() == "waiting")
 
 
 @runs_app.command("start")
@@ -265,7 +266,7 @@ def cancel_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     typer.echo(f"cancel requested for run {run_id} (in state {state_name}); a worker will compensate and stop it")
 
 
-@app.command("worker")
+@commands.command("worker")
 def worker_cmd(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=10000, help="Runs driven at once.")] = 200,
     lease_ttl: Annotated[str, typer.Option("--lease-ttl", help="Lease duration, e.g. 30s.")] = "30s",

@@ -1,4 +1,8 @@
-"""``enclaveflow workflow validate|graph|schema``."""
+"""``enclaveflow workflow validate|graph|schema``.
+
+Imports of the spec machinery (pydantic models, YAML, graphviz helpers) happen inside the commands:
+the root group loads this module for ``workflow --help`` too, which should stay fast.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,9 @@ from typing import Annotated
 import typer
 
 from ..errors import SpecError
-from ..spec import check_spec, load_spec_file
-from ..spec.graph import mermaid, write_graphviz
-from ..spec.schema import workflow_json_schema
-from ._app import app
-from ._common import load_registry
 
 workflow_app = typer.Typer(help="Validate workflow specs and draw them.", no_args_is_help=True,
                            rich_markup_mode=None)
-app.add_typer(workflow_app, name="workflow")
 
 
 @workflow_app.command("validate")
@@ -31,6 +29,9 @@ def validate_cmd(
 
     Example: enclaveflow workflow validate workflows/*.yaml
     """
+    from ..spec import check_spec, load_spec_file
+    from ._common import load_registry
+
     registry = None if no_registry else load_registry()
     bad = 0
     for path in files:
@@ -63,6 +64,9 @@ def graph_cmd(
 
     Example: enclaveflow workflow graph workflows/pod-launch.yaml -o build/pod-launch.svg
     """
+    from ..spec import load_spec_file
+    from ..spec.graph import mermaid, write_graphviz
+
     loaded = load_spec_file(file)
     typer.echo(mermaid(loaded.spec))
     if out is not None:
@@ -79,4 +83,6 @@ def graph_cmd(
 @workflow_app.command("schema")
 def schema_cmd() -> None:
     """Print the JSON Schema of the workflow format (as in specs/workflow.schema.json)."""
+    from ..spec.schema import workflow_json_schema
+
     typer.echo(json.dumps(workflow_json_schema(), indent=2, sort_keys=True))

@@ -243,3 +243,21 @@ states:
     assert set(statuses) == {"succeeded"}
     report = verify_chain(store.engine, [signer.public])
     assert report.ok and report.events == 60 * 12 and report.checkpoints >= 2
+
+
+@pytest.mark.parametrize("tamper_seq", [None, 1, 30, 31, 60])
+async def test_parallel_verify_checks_range_boundaries(db_url: str, tamper_seq: int | None) -> None:
+    store, signer = make_store(db_url, checkpoint_every=25)
+    loaded = spec(FAST + "initial: a\nstates:\n  a: {action: core.pass, next: b}\n  b: {action: core.pass, next: done}\n"
+                  "  done: {terminal: true}\n")
+    async with Worker(store, make_registry(), poll_interval=0.05) as w:
+        for _ in range(10):
+            await w.wait(await w.submit(loaded, {}))
+    if tamper_seq is not None:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE audit SET outcome = 'forged' WHERE seq = :s"), {"s": tamper_seq})
+    report = verify_chain(store.engine, [signer.public], parallel_above=10)
+    if tamper_seq is None:
+        assert report.ok and report.events == report.head_seq
+    else:
+        assert report.first_bad_seq == tamper_seq, report
