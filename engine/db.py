@@ -47,7 +47,6 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
         # Checkpoint the WAL every ~40 MB instead of 4 MB: hot pages (run rows, index roots, the chain
         # head) are then copied back far less often, which is most of a commit's cost.
         cur.execute("PRAGMA wal_autocheckpoint=10000")
-        cur.execute("PRAGMA cache_size=-65536")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
