@@ -1,5 +1,9 @@
 """``enclaveflow image ...``: image tooling. Pull/inspect live in ``cli_pull``, encrypt/sign/keygen in
-``cli_tools``; this module only assembles the group."""
+``cli_tools``; this module only assembles the group.
+
+``HELP`` is read (without importing this module) by ``enclaveflow --help``; the command modules keep
+their heavy imports inside the commands so ``enclaveflow image ...`` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import typer
 
 from . import cli_pull, cli_tools
 
+HELP = "Pull, verify, decrypt, encrypt, sign and inspect OCI images."
+
 app = typer.Typer(
-    help="Pull, verify, decrypt, encrypt, sign and inspect OCI images.",
+    help=HELP,
     no_args_is_help=True,
     rich_markup_mode=None,
 )

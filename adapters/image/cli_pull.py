@@ -1,6 +1,7 @@
 """``enclaveflow image pull | inspect``: the enclave-side pull pipeline, run on the host for debugging.
 
 Thin typer commands over ``local_pull`` and ``inspect``; progress goes to stderr, results to stdout.
+The registry client, unpacker and pipeline are imported inside the commands (start-up time).
 """
 
 from __future__ import annotations
@@ -8,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from adapters.registry import ClientOptions
-
-from .unpack import UnpackPolicy
+if TYPE_CHECKING:
+    from adapters.registry import ClientOptions
 
 
 def _options(
     insecure: list[str], ca_bundle: Path | None, authfile: Path | None, platform: str
 ) -> ClientOptions:
+    from adapters.registry import ClientOptions
+
     return ClientOptions(
         insecure_registries=tuple(insecure), ca_bundle=ca_bundle, auth_file=authfile, platform=platform
     )
@@ -61,6 +64,7 @@ def pull(
     --policy policy.json
     """
     from .local_pull import PullRequest, pull_bundle
+    from .unpack import UnpackPolicy
 
     req = PullRequest(
         image=ref,

@@ -2,7 +2,8 @@
 
 Thin typer commands over ``adapters.image.ocicrypt`` (encryption, skopeo-compatible) and
 ``adapters.image.policy`` (cosign-format signing). SRC/DST/REF accept ``docker://HOST/REPO:TAG`` and
-``oci:PATH:TAG``; registry access goes through ``adapters.registry``.
+``oci:PATH:TAG``; registry access goes through ``adapters.registry``. The crypto and registry modules
+are imported inside the commands (start-up time).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from engine.errors import EnclaveflowError, UsageError
 
-from .ocicrypt import Recipients, load_public_key
-from .ocicrypt._image import encrypt_image
-from .policy._sign import generate_keypair, load_signing_key, sign_image
+if TYPE_CHECKING:
+    from .ocicrypt import Recipients
 
 MAX_KEK_FILE = 1024
 
@@ -30,6 +31,8 @@ def _options(insecure: list[str], ca_bundle: Path | None, authfile: Path | None)
 
 
 def _recipients(recipient: list[str], key_id: list[str], key_file: list[Path]) -> Recipients:
+    from .ocicrypt import Recipients, load_public_key
+
     public = []
     for item in recipient:
         if not item.startswith("jwe:"):
@@ -87,6 +90,8 @@ def encrypt(
 
     Example: enclaveflow image encrypt oci:plain:v1 oci:enc:v1 --recipient jwe:pub.pem
     """
+    from .ocicrypt._image import encrypt_image
+
     recipients = _recipients(recipient, key_id, key_file)
     result = asyncio.run(
         encrypt_image(src, dst, recipients, _options(insecure_registry, ca_bundle, authfile))
@@ -120,6 +125,8 @@ def sign(
 
     Example: enclaveflow image sign docker://127.0.0.1:5000/app:v1 --key cosign.key
     """
+    from .policy._sign import load_signing_key, sign_image
+
     try:
         signing_key = load_signing_key(key, _password(password_file))
     except (OSError, ValueError) as exc:
@@ -150,6 +157,8 @@ def keygen(
 
     Example: enclaveflow image keygen --output-key cosign.key --output-pub cosign.pub
     """
+    from .policy._sign import generate_keypair
+
     if output_key.exists():
         raise UsageError(
             f"{output_key} already exists", hint="choose another --output-key or remove the old key"

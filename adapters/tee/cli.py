@@ -2,7 +2,9 @@
 
 ``platform-key init`` creates the key the sim TEE signs evidence with; ``platform-key show`` prints
 what the KBS must be told to trust; ``measure`` prints the launch digest of an enclave config, which
-is what gets registered as a reference value at the KBS.
+is what gets registered as a reference value at the KBS. ``HELP`` is read (without importing this
+module) by ``enclaveflow --help``; the key, evidence and measurement modules are imported inside the
+commands (start-up time).
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import typer
 from engine.errors import EnclaveflowError, UsageError
 
 from .errors import TeeError
-from .measurement import enclave_code_files, launch_digest
-from .platform_key import default_platform_key_path, init_platform_key, load_platform_key, public_key_pem
-from .sim import AGENT_SVN
-from .sim_evidence import platform_id_of
+
+HELP = (
+    "Sim TEE tools: the host platform key and launch measurements.\n\n"
+    "Example:\n\n  enclaveflow tee platform-key init && enclaveflow tee platform-key show"
+)
 
 app = typer.Typer(
-    help="Sim TEE tools: the host platform key and launch measurements.\n\n"
-    "Example:\n\n  enclaveflow tee platform-key init && enclaveflow tee platform-key show",
+    help=HELP,
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -62,6 +64,9 @@ def init_cmd(
 
     Example: enclaveflow tee platform-key init --path /var/lib/enclaveflow/tee/platform-key.pem
     """
+    from .platform_key import default_platform_key_path, init_platform_key
+    from .sim_evidence import platform_id_of
+
     target = path or default_platform_key_path()
     try:
         key = init_platform_key(target, force=force)
@@ -82,6 +87,9 @@ def show_cmd(
 
     Example: enclaveflow tee platform-key show > platform.pem
     """
+    from .platform_key import load_platform_key, public_key_pem
+    from .sim_evidence import platform_id_of
+
     try:
         key = load_platform_key(path)
     except TeeError as exc:
@@ -102,6 +110,9 @@ def measure_cmd(
 
     Example: enclaveflow tee measure --config enclave.json
     """
+    from .measurement import enclave_code_files, launch_digest
+    from .sim import AGENT_SVN
+
     try:
         data: Any = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

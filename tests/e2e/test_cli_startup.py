@@ -17,6 +17,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+from typer._click.utils import make_default_short_help
 
 from engine.cli import _app, _lazy
 from engine.cli._lazy import COMMANDS_GROUP, ENGINE_COMMANDS, LazyCommand, build_command, load_target
@@ -103,7 +104,7 @@ def test_static_engine_help_matches_the_real_command(entry: LazyCommand) -> None
     """The table's help line shortens exactly like the loaded command's help (so --help is unchanged)."""
     cmd = build_command(entry, load_target(entry.target), None)
     for limit in (30, 45, 60, 200):
-        assert cmd.get_short_help_str(limit) == _lazy.make_default_short_help(entry.help, limit).strip()
+        assert cmd.get_short_help_str(limit) == make_default_short_help(entry.help, limit).strip()
 
 
 @pytest.mark.parametrize("name", PLUGIN_NAMES)
