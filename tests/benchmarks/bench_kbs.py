@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import secrets
 import statistics
@@ -117,6 +118,7 @@ async def _run_clients(
     Returns (start, end) of every release that ended at or after ``start_at``."""
     conns = [await Conn.open(port) for _ in range(clients)]
     done: list[tuple[float, float]] = []
+    gc.freeze()  # as the KBS does: no long full-GC pauses in the measurement
 
     async def worker(conn: Conn) -> None:
         while True:

@@ -34,6 +34,7 @@ from .policy import check_access
 from .resource import ResourceStore
 from .sessions import Session, SessionStore
 from .token import TokenBroker, load_or_create_key
+from .walcheckpoint import WalCheckpointer
 
 log = logging.getLogger("enclaveflow.kbs")
 
@@ -66,7 +67,11 @@ class Kbs:
         self.admin = AdminAuth([load_public_key(p) for p in config.admin_public_keys], config.insecure_admin)
         self.platform_keys = load_platform_keys(config.trusted_platform_keys)
         self.kms = kms if kms is not None else open_kms(config.kms)
-        self.engine = open_engine(config.db_url)
+        self.engine = open_engine(config.db_url, background_checkpoints=True)
+        self.checkpointer: WalCheckpointer | None = None
+        if self.engine.dialect.name == "sqlite":
+            self.checkpointer = WalCheckpointer(self.engine)
+            self.checkpointer.start()
         self.sessions = SessionStore(self.engine, config.session_timeout_s)
         self.rvps = Rvps(self.engine)
         self.policies = PolicyStore(self.engine)
@@ -80,6 +85,8 @@ class Kbs:
         )
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.sessions.close()
         self.resources.close()
         self.engine.dispose()

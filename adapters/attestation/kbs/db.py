@@ -94,13 +94,27 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def open_engine(url: str) -> Engine:
-    """Create the engine and the schema. ``DatabaseError`` (one sentence) if unreachable."""
+def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+    # The WAL is checkpointed by ``WalCheckpointer`` in a background thread instead: an automatic
+    # checkpoint runs inside whichever commit crosses the threshold, i.e. inside a request.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA wal_autocheckpoint=0")
+    cur.close()
+
+
+def open_engine(url: str, background_checkpoints: bool = False) -> Engine:
+    """Create the engine and the schema. ``DatabaseError`` (one sentence) if unreachable.
+
+    ``background_checkpoints`` (SQLite only): connections never checkpoint the WAL themselves; the
+    caller must then run a ``WalCheckpointer`` on the engine.
+    """
     url = normalise_url(url)
     try:
         if url.startswith("sqlite"):
             eng = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=False)
             event.listen(eng, "connect", _sqlite_pragmas)
+            if background_checkpoints:
+                event.listen(eng, "connect", _no_autocheckpoint)
         else:
             eng = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
         try:

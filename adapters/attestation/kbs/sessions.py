@@ -28,7 +28,7 @@ from .hotsql import HotSql
 
 DEFAULT_TIMEOUT_S = 300.0
 _SESSION_ID_LEN = 32
-_CACHE_SIZE = 50_000
+_CACHE_SIZE = 4096  # in-flight sessions; a miss reads the database (and keeps GC pauses short)
 _PURGE_EVERY_S = 30.0
 
 

@@ -35,7 +35,7 @@ from .errors import TokenInvalid
 DEFAULT_LIFETIME_S = 300
 MAX_TOKEN_LEN = 64 * 1024
 CLOCK_SKEW_S = 60
-_CACHE_SIZE = 20_000
+_CACHE_SIZE = 4096  # a miss re-verifies the signature; small keeps full GC pauses short
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
 
