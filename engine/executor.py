@@ -68,6 +68,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._inline_commits = not store.postgres
+        self._committing = False
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def __aenter__(self) -> Worker:
@@ -157,8 +158,9 @@ class Worker:
             run.lease_expires_us = now_us() + int(self.lease_ttl * 1e6)
         step = StepCommit(run.id, run.fencing, self.owner, run.row(), records, consume_event_id)
         for attempt in range(1, COMMIT_RETRIES + 1):
-            if self._inline_commits and len(self._active) <= 1 and not self._pending:
-                # Alone on SQLite: nothing to batch with, so skip the hop through the committer task.
+            if len(self._active) <= 1 and not self._pending and not self._committing:
+                # Alone: nothing to batch with, so commit right here instead of hopping through the
+                # committer task (and, on PostgreSQL, its thread).
                 try:
                     applied = self.store.commit([step])[0]
                     break
@@ -252,7 +254,11 @@ class Worker:
                         # SQLite commits take tens of microseconds: cheaper here than two thread hops.
                         applied = self.store.commit([s for s, _ in batch])
                     else:
-                        applied = await self._in_db(self.store.commit, [s for s, _ in batch])
+                        self._committing = True
+                        try:
+                            applied = await self._in_db(self.store.commit, [s for s, _ in batch])
+                        finally:
+                            self._committing = False
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting step, which decides
                     for _, fut in batch:
                         if not fut.done():

@@ -11,6 +11,7 @@ redone with the fresh head. Same schema, same semantics as ``Store.commit``'s co
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,7 +53,8 @@ class StaleHead(Exception):
 
 
 class HotWriter:
-    """Commits batches of steps. Not thread-safe: the executor calls it from its one DB thread."""
+    """Commits batches of steps and creates runs on one connection, one caller at a time (a lock:
+    the executor may commit from the event loop while its DB thread creates a run)."""
 
     def __init__(self, engine: sa.Engine, signer: Signer | None, checkpoint_every: int) -> None:
         self.engine = engine
@@ -62,6 +64,7 @@ class HotWriter:
         self._raw: Any = None
         self._head: tuple[int, str] | None = None
         self._known_specs: set[str] = set()
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._raw is not None:
@@ -75,6 +78,10 @@ class HotWriter:
 
     def commit(self, batch: Sequence[Any]) -> list[bool]:
         """Apply the steps whose (owner, fencing) still hold; returns which were applied."""
+        with self._lock:
+            return self._commit(batch)
+
+    def _commit(self, batch: Sequence[Any]) -> list[bool]:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         for attempt in range(20):
             try:
@@ -100,6 +107,8 @@ class HotWriter:
             self.close()
 
     def _commit_once(self, batch: Sequence[Any], fresh_head: bool) -> list[bool]:
+        if self.postgres:
+            return self._commit_pipelined(batch, fresh_head)
         raw = self._conn()
         cur = raw.cursor()
         if not self.postgres:
@@ -123,6 +132,54 @@ class HotWriter:
         finally:
             cur.close()
 
+    def _commit_pipelined(self, batch: Sequence[Any], fresh_head: bool, known: list[bool] | None = None) -> list[bool]:
+        """PostgreSQL: every statement of the batch in one pipeline, so one round trip plus COMMIT.
+
+        Assumes every step still holds its lease (the common case) and checks the row counts after the
+        pipeline; if some lease was lost, rolls back and redoes the batch without those steps.
+        """
+        conn = self._conn().driver_connection
+        wanted = known or [True] * len(batch)
+        live = [step for step, ok in zip(batch, wanted, strict=True) if ok]
+        records = [rec for step in live for rec in step.audit]
+        if records and (self._head is None or fresh_head):
+            row = conn.execute(self.sql["head_get"] + " FOR UPDATE").fetchone()
+            self._head = (int(row[0]), str(row[1]))
+        step_curs: list[Any] = []
+        head_cur = None
+        try:
+            with conn.pipeline():
+                for step in live:
+                    cur = conn.cursor()
+                    cur.execute(self.sql["step"], dict(step.row, b_id=step.run_id, b_fencing=step.fencing,
+                                                       b_owner=step.owner))
+                    step_curs.append(cur)
+                    if step.consume_event_id is not None:
+                        conn.execute(self.sql["consume"], {"at": time.time_ns() // 1000, "id": step.consume_event_id})
+                if records:
+                    head_cur = self._append(conn.cursor(), records, fresh_head=False, check=False)
+        except self.engine.dialect.loaded_dbapi.IntegrityError:
+            # Our cached head was stale: the audit rows collided with rows another writer added.
+            conn.rollback()
+            self._head = None
+            raise StaleHead() from None
+        except BaseException:
+            conn.rollback()
+            raise
+        ok_live = [cur.rowcount == 1 for cur in step_curs]
+        if not all(ok_live):
+            conn.rollback()
+            self._head = None
+            it = iter(ok_live)
+            retry = [ok and next(it) for ok in wanted]
+            return self._commit_pipelined(batch, fresh_head=True, known=retry)
+        if head_cur is not None and head_cur.rowcount != 1:
+            conn.rollback()
+            self._head = None
+            raise StaleHead()
+        conn.commit()
+        return wanted
+
     def _apply_steps(self, cur: Any, batch: Sequence[Any]) -> list[bool]:
         applied = []
         for step in batch:
@@ -136,6 +193,10 @@ class HotWriter:
 
         Returns the id of an existing run with the same idempotency key instead, inserting nothing.
         """
+        with self._lock:
+            return self._create_run(spec_row, run_row, records)
+
+    def _create_run(self, spec_row: dict[str, Any], run_row: dict[str, Any], records: list[AuditRecord]) -> str | None:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         for attempt in range(20):
             raw = self._conn()
@@ -180,7 +241,8 @@ class HotWriter:
         """Tell the cache where the chain head is after another write path on this thread moved it."""
         self._head = (seq, hash_)
 
-    def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool) -> None:
+    def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool, check: bool = True) -> Any:
+        """Chain ``records`` onto the head and insert them; returns the cursor that moved the head."""
         if self._head is None or fresh_head or not self.postgres:
             # SQLite holds the write lock already, so reading the head is exact and cheap; on
             # PostgreSQL a fresh read locks the head row until commit.
@@ -191,9 +253,13 @@ class HotWriter:
         rows = chain(records, head_seq, head_hash)
         last = rows[-1]
         # Move the head first: if another writer moved it since we cached it, nothing was inserted yet.
+        # (In a pipeline the row count is checked by the caller after the sync.)
         cur.execute(self.sql["head_set"], {"new_seq": last["seq"], "new_hash": last["hash"], "old_seq": head_seq})
-        if cur.rowcount != 1:
+        if check and cur.rowcount != 1:
             raise StaleHead()
+        head_cur = cur
+        if not check:
+            cur = cur.connection.cursor()  # keep the head UPDATE's row count readable after the sync
         cur.executemany(self.sql["audit"], rows)
         if self.signer and head_seq // self.checkpoint_every != last["seq"] // self.checkpoint_every:
             now = time.time_ns() // 1000
@@ -202,3 +268,4 @@ class HotWriter:
                 "public_key": public_b64(self.signer.public),
                 "signature": self.signer.sign(checkpoint_message(last["seq"], last["hash"], now))})
         self._head = (int(last["seq"]), str(last["hash"]))
+        return head_cur

@@ -34,6 +34,11 @@ def statuses(store) -> collections.Counter[str]:  # type: ignore[no-untyped-def]
         return collections.Counter(r.status for r in conn.execute(sa.select(runs.c.status)))
 
 
+def in_state(store, state: str) -> bool:  # type: ignore[no-untyped-def]
+    with store.engine.connect() as conn:
+        return bool(conn.execute(sa.select(sa.func.count()).select_from(runs).where(runs.c.state == state)).scalar())
+
+
 def wait_until(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -64,9 +69,10 @@ def test_kill_9_during_actions_then_restart(tmp_path: Path) -> None:
     log = tmp_path / "effects.log"
     loaded = spec(pipeline_spec(log, "150ms"))
     ids = [store.create_run(loaded, {"n": i})[0] for i in range(12)]
-    for kill_after in (0.4, 0.9, 1.3, 0.7):  # lands in different states each round
-        w = start_worker(env, f"victim-{kill_after}")
-        time.sleep(kill_after)
+    for target in ("s2", "s3", "s4"):  # kill while actions of these states run
+        w = start_worker(env, f"victim-{target}")
+        assert wait_until(lambda t=target: in_state(store, t), 60), f"no run reached {target}"
+        time.sleep(0.05)  # inside the 150 ms action
         w.send_signal(signal.SIGKILL)
         w.wait()
     final = start_worker(env, "survivor")
