@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -193,8 +194,28 @@ class _Sm3:
         return self._h.finalize()
 
 
+def _plain_ascii(obj: Any, depth: int = 0) -> bool:
+    """True for objects made only of ASCII strings, bools, ``None`` and dicts with ASCII keys."""
+    if isinstance(obj, str):
+        return obj.isascii()
+    if obj is None or isinstance(obj, bool):
+        return True
+    if isinstance(obj, dict) and depth < 8:
+        return all(isinstance(k, str) and k.isascii() and _plain_ascii(v, depth + 1) for k, v in obj.items())
+    return False
+
+
 def jcs(obj: Any) -> bytes:
-    """RFC 8785 canonical JSON bytes."""
+    """RFC 8785 canonical JSON bytes.
+
+    Runtime data (nonce, JWK strings) is ASCII strings in nested objects. For such objects the
+    standard library's compact, key-sorted output is byte-for-byte the JCS form - same escapes
+    (``\\"``, ``\\\\``, ``\\b\\f\\n\\r\\t``, other controls as lowercase ``\\u00xx``), and
+    code-point order equals UTF-16 order for ASCII keys - at a tenth of the cost; anything else
+    (numbers, arrays, non-ASCII) goes through ``rfc8785``.
+    """
+    if _plain_ascii(obj):
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("ascii")
     return bytes(rfc8785.dumps(obj))
 
 

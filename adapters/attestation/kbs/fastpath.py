@@ -59,9 +59,21 @@ def _cookie(scope: Scope) -> str | None:
     return cookie_parser(raw).get(SESSION_COOKIE) if raw else None
 
 
+_expires_text: tuple[int, str] = (-1, "")
+
+
+def _http_date(ts: float) -> str:
+    """``formatdate(ts, usegmt=True)``, computed once per second (it has one-second resolution)."""
+    global _expires_text
+    second = int(ts)
+    if _expires_text[0] != second:
+        _expires_text = (second, formatdate(second, usegmt=True))
+    return _expires_text[1]
+
+
 def _set_cookie(session_id: str, expires_at: float) -> tuple[bytes, bytes]:
     # Trustee sets only the id and Expires (no Path/HttpOnly/Secure): PROTOCOLS §1.4.
-    return (b"set-cookie", f"{SESSION_COOKIE}={session_id}; Expires={formatdate(expires_at, usegmt=True)}".encode())
+    return (b"set-cookie", f"{SESSION_COOKIE}={session_id}; Expires={_http_date(expires_at)}".encode())
 
 
 async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -162,3 +163,26 @@ def test_bad_resource_uris(bad: str) -> None:
 def test_bad_resource_paths(bad: str) -> None:
     with pytest.raises(InvalidResourcePath):
         parse_resource_path(bad)
+
+
+def test_jcs_fast_path_matches_rfc8785_byte_for_byte() -> None:
+    """The stdlib shortcut for ASCII-string objects must give exactly the rfc8785 bytes."""
+    import random
+
+    import rfc8785
+
+    rng = random.Random(8785)
+    every_ascii = "".join(chr(i) for i in range(128))
+    samples: list[Any] = [
+        {"nonce": every_ascii, "tee-pubkey": {"kty": "EC", "x": every_ascii[::-1]}, "a": None, "b": True},
+        {every_ascii: "k", "": "", "Z": {"a": {"b": {"c": False}}}},
+        {"additional-evidence": "", "nonce": VECTOR_NONCE, "tee-pubkey": VECTOR_PK},
+    ]
+    for _ in range(300):
+        keys = ["".join(rng.choice(every_ascii) for _ in range(rng.randint(0, 6))) for _ in range(5)]
+        samples.append({k: "".join(rng.choice(every_ascii) for _ in range(rng.randint(0, 20))) for k in keys})
+    for obj in samples:
+        assert jcs(obj) == bytes(rfc8785.dumps(obj))
+    # Anything outside the shortcut (numbers, lists, non-ASCII) still goes through rfc8785.
+    for obj in ({"n": 1.5, "l": [1, "x"]}, {"é": "ü\u2028", "😀": "a"}, {"b": 2**40, "c": None}):
+        assert jcs(obj) == bytes(rfc8785.dumps(obj))
