@@ -114,8 +114,9 @@ class Worker:
             return self.store.create_run(loaded, run_input, idempotency_key=idempotency_key, owner=self.owner,
                                          lease_ttl=self.lease_ttl, actor=self.owner, pod=pod)
 
-        # The hot writer's connection is used from the loop (SQLite) or the DB thread (PostgreSQL) only.
-        run_id, created = create() if self._inline_commits else await self._in_db(create)
+        # SQLite, or nothing else running: create right here; otherwise keep the loop free for others.
+        direct = self._inline_commits or not self._active
+        run_id, created = create() if direct else await self._in_db(create)
         if not created:
             self._poke.set()
             return run_id

@@ -35,6 +35,13 @@ SQL = {
     "head_get": "SELECT seq, hash FROM audit_head WHERE id = 1",
     "head_set": "UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND seq = :old_seq",
     "consume": "UPDATE events SET consumed_us = :at WHERE id = :id",
+    # Guarded forms for PostgreSQL's one-round-trip commit: a lost lease or a moved chain head divides by
+    # zero, which aborts the transaction, so COMMIT can be queued in the same pipeline.
+    "step_strict": "WITH u AS (UPDATE runs SET " + ", ".join(f"{c} = :{c}" for c in _MUTABLE)
+                   + " WHERE id = :b_id AND fencing = :b_fencing AND lease_owner = :b_owner RETURNING 1)"
+                   " SELECT 1 / (SELECT count(*) FROM u)",
+    "head_set_strict": "WITH u AS (UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND "
+                       "seq = :old_seq RETURNING 1) SELECT 1 / (SELECT count(*) FROM u)",
     "run_by_key": "SELECT id FROM runs WHERE idempotency_key = :key",
     "spec_exists": "SELECT 1 FROM specs WHERE hash = :hash",
     "spec_insert": "INSERT INTO specs (hash, name, version, body, created_us) VALUES (:hash, :name, :version, :body, :created_us)",
@@ -108,7 +115,9 @@ class HotWriter:
 
     def _commit_once(self, batch: Sequence[Any], fresh_head: bool) -> list[bool]:
         if self.postgres:
-            return self._commit_pipelined(batch, fresh_head)
+            if not fresh_head and self._head is not None and self._commit_one_trip(batch):
+                return [True] * len(batch)
+            return self._commit_pipelined(batch, fresh_head=True)
         raw = self._conn()
         cur = raw.cursor()
         if not self.postgres:
@@ -131,6 +140,33 @@ class HotWriter:
             raise
         finally:
             cur.close()
+
+    def _commit_one_trip(self, batch: Sequence[Any]) -> bool:
+        """Every statement and the COMMIT in one pipeline: one round trip per batch.
+
+        Works when every lease still holds and the cached chain head is current (the common case);
+        otherwise a guard aborts the transaction and the caller takes the checked path.
+        """
+        conn = self._conn().driver_connection
+        records = [rec for step in batch for rec in step.audit]
+        try:
+            with conn.pipeline():
+                for step in batch:
+                    conn.execute(self.sql["step_strict"], dict(step.row, b_id=step.run_id, b_fencing=step.fencing,
+                                                               b_owner=step.owner))
+                    if step.consume_event_id is not None:
+                        conn.execute(self.sql["consume"], {"at": time.time_ns() // 1000, "id": step.consume_event_id})
+                if records:
+                    self._append(conn.cursor(), records, fresh_head=False, check=False, strict=True)
+                conn.commit()
+        except self.engine.dialect.loaded_dbapi.Error:
+            self._head = None
+            try:
+                conn.rollback()
+            except self.engine.dialect.loaded_dbapi.Error:
+                self._reset()
+            return False
+        return True
 
     def _commit_pipelined(self, batch: Sequence[Any], fresh_head: bool, known: list[bool] | None = None) -> list[bool]:
         """PostgreSQL: every statement of the batch in one pipeline, so one round trip plus COMMIT.
@@ -241,7 +277,8 @@ class HotWriter:
         """Tell the cache where the chain head is after another write path on this thread moved it."""
         self._head = (seq, hash_)
 
-    def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool, check: bool = True) -> Any:
+    def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool, check: bool = True,
+                strict: bool = False) -> Any:
         """Chain ``records`` onto the head and insert them; returns the cursor that moved the head."""
         if self._head is None or fresh_head or not self.postgres:
             # SQLite holds the write lock already, so reading the head is exact and cheap; on
@@ -254,7 +291,8 @@ class HotWriter:
         last = rows[-1]
         # Move the head first: if another writer moved it since we cached it, nothing was inserted yet.
         # (In a pipeline the row count is checked by the caller after the sync.)
-        cur.execute(self.sql["head_set"], {"new_seq": last["seq"], "new_hash": last["hash"], "old_seq": head_seq})
+        cur.execute(self.sql["head_set_strict" if strict else "head_set"],
+                    {"new_seq": last["seq"], "new_hash": last["hash"], "old_seq": head_seq})
         if check and cur.rowcount != 1:
             raise StaleHead()
         head_cur = cur
