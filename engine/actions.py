@@ -140,9 +140,11 @@ class ActionRegistry:
         if result is None and action.result_model is EmptyModel:
             return {}
         if isinstance(result, action.result_model):
-            return result.model_dump(mode="json")
+            dumped: dict[str, Any] = result.model_dump(mode="json")
+            return dumped
         try:
-            return action.result_model.model_validate(result).model_dump(mode="json")
+            validated: dict[str, Any] = action.result_model.model_validate(result).model_dump(mode="json")
+            return validated
         except ValidationError as exc:
             raise InvalidResult(f"{name} returned an invalid result: {_first_error(exc)}") from None
 

@@ -2,9 +2,10 @@
 
 Every audit row carries ``prev_hash`` and ``hash = sha256(encode(row))`` where ``encode`` joins the
 row's fields (``prev_hash`` included, ``hash`` excluded) in a fixed order with the unit separator
-(0x1F), None written as the record separator (0x1E). Every text field is stripped of those two bytes
-when a record is made, so the encoding is unambiguous - and simple enough for the database to build
-it itself, which is how ``audit verify`` reaches hundreds of thousands of events per second. Altering, deleting, inserting or reordering any row breaks the chain at that row.
+(0x1F), None written as the record separator (0x1E). Free-text fields are stripped of those two bytes
+when a record is made (the others are validated names or escaped JSON), so the encoding is
+unambiguous - and simple enough for the database to build it itself, which is how ``audit verify`` reaches hundreds of thousands of events per second.
+Altering, deleting, inserting or reordering any row breaks the chain at that row.
 Every ``checkpoint_every`` events (and on shutdown) the writer signs ``(seq, hash, time)`` with the
 daemon's Ed25519 key, as CloudTrail signs digest files: the chain then cannot be rewritten wholesale
 by someone without the key, and truncation before a checkpoint is detected.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 GENESIS_HASH = "0" * 64
@@ -139,7 +141,7 @@ class ChainVerifier:
         self.prev = start_hash
         self.hashes: dict[int, str] = {}
 
-    def feed(self, rows: list[tuple[Any, ...]], want: set[int]) -> bool:
+    def feed(self, rows: Sequence[Sequence[Any]], want: set[int]) -> bool:
         """Check a batch of ``(seq, prev_hash, hash, canonical text)`` rows; False once broken.
 
         The canonical text is built by the database from the row's columns (``canonical_sql``), so

@@ -13,8 +13,8 @@ import concurrent.futures
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,8 +23,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from .audit import (
     FIELDS,
     GENESIS_HASH,
-    NONE,
-    SEP,
     AuditRecord,
     ChainVerifier,
     VerifyReport,

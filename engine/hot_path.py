@@ -44,7 +44,8 @@ SQL = {
                        "seq = :old_seq RETURNING 1) SELECT 1 / (SELECT count(*) FROM u)",
     "run_by_key": "SELECT id FROM runs WHERE idempotency_key = :key",
     "spec_exists": "SELECT 1 FROM specs WHERE hash = :hash",
-    "spec_insert": "INSERT INTO specs (hash, name, version, body, created_us) VALUES (:hash, :name, :version, :body, :created_us)",
+    "spec_insert": "INSERT INTO specs (hash, name, version, body, created_us) "
+                   "VALUES (:hash, :name, :version, :body, :created_us)",
     "run_insert": f"INSERT INTO runs ({', '.join(_RUN_COLS)}) VALUES ({', '.join(':' + c for c in _RUN_COLS)})",
     "checkpoint": "INSERT INTO audit_checkpoints (seq, hash, time_us, key_id, public_key, signature) "
                   "VALUES (:seq, :hash, :time_us, :key_id, :public_key, :signature)",

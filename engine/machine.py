@@ -91,7 +91,7 @@ def compile_spec(loaded: LoadedSpec) -> CompiledSpec:
     routes: dict[tuple[str, str], str] = {}
     for trigger, event in machine.events.items():
         for source, trans in event.transitions.items():
-            if trans:
+            if trans and trans[0].dest is not None:
                 routes[(trigger, source)] = trans[0].dest
     plans = {
         name: StatePlan(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ActionError
 from .spec.models import DefaultsSpec, StateSpec
@@ -42,7 +43,7 @@ class RetryPolicy:
 def resolve_policy(state: StateSpec, defaults: DefaultsSpec) -> RetryPolicy:
     """Merge a state's retry block over the workflow's defaults, field by field."""
     base = RetryPolicy()
-    merged: dict[str, object] = {}
+    merged: dict[str, Any] = {}
     for layer in (defaults.retry, state.retry):
         if layer is None:
             continue
@@ -50,12 +51,12 @@ def resolve_policy(state: StateSpec, defaults: DefaultsSpec) -> RetryPolicy:
             merged[field_name] = value
     for key in ("non_retryable", "retry_on"):
         if key in merged:
-            merged[key] = frozenset(merged[key])  # type: ignore[arg-type]
+            merged[key] = frozenset(merged[key])
     if "max_interval" not in merged and "initial_interval" in merged:
-        merged["max_interval"] = max(base.max_interval, float(merged["initial_interval"]))  # type: ignore[arg-type]
+        merged["max_interval"] = max(base.max_interval, float(merged["initial_interval"]))
     if "initial_interval" not in merged and "max_interval" in merged:
-        merged["initial_interval"] = min(base.initial_interval, float(merged["max_interval"]))  # type: ignore[arg-type]
-    return RetryPolicy(**merged)  # type: ignore[arg-type]
+        merged["initial_interval"] = min(base.initial_interval, float(merged["max_interval"]))
+    return RetryPolicy(**merged)
 
 
 def should_retry(policy: RetryPolicy, error: ActionError) -> bool:

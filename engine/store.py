@@ -128,11 +128,12 @@ class Store:
             "idempotency_key": idempotency_key, "cancel_requested": False, "pod_namespace": pod[0],
             "pod_name": pod[1], "pod_uid": pod[2], "created_us": t, "updated_us": t,
         }
-        base = dict(run_id=run_id, workflow=spec.name, pod_namespace=pod[0], pod_name=pod[1], pod_uid=pod[2])
         records = [
-            AuditRecord(time_us=t, event="run.created", actor=actor, outcome="ok",
-                        data=dump_data({"spec_hash": loaded.spec_hash, "version": spec.version}), **base),
-            AuditRecord(time_us=t, event="state.entered", to_state=spec.spec.initial, actor=actor, **base),
+            AuditRecord(time_us=t, event="run.created", run_id=run_id, workflow=spec.name, pod_namespace=pod[0],
+                        pod_name=pod[1], pod_uid=pod[2], actor=actor, outcome="ok",
+                        data=dump_data({"spec_hash": loaded.spec_hash, "version": spec.version})),
+            AuditRecord(time_us=t, event="state.entered", run_id=run_id, workflow=spec.name, pod_namespace=pod[0],
+                        pod_name=pod[1], pod_uid=pod[2], to_state=spec.spec.initial, actor=actor),
         ]
         existing = self.hot.create_run(spec_row, run_row, records)
         return (existing, False) if existing else (run_id, True)
