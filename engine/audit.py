@@ -4,7 +4,8 @@ Every audit row carries ``prev_hash`` and ``hash = sha256(encode(row))`` where `
 row's fields (``prev_hash`` included, ``hash`` excluded) in a fixed order with the unit separator
 (0x1F), None written as the record separator (0x1E). Free-text fields are stripped of those two bytes
 when a record is made (the others are validated names or escaped JSON), so the encoding is
-unambiguous - and simple enough for the database to build it itself, which is how ``audit verify`` reaches hundreds of thousands of events per second.
+unambiguous - and simple enough for the database to build it itself, which is how ``audit verify``
+reaches hundreds of thousands of events per second.
 Altering, deleting, inserting or reordering any row breaks the chain at that row.
 Every ``checkpoint_every`` events (and on shutdown) the writer signs ``(seq, hash, time)`` with the
 daemon's Ed25519 key, as CloudTrail signs digest files: the chain then cannot be rewritten wholesale
