@@ -22,6 +22,7 @@ line on stderr when it is listed or invoked; it never breaks the other commands.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import sys
@@ -52,12 +53,13 @@ class LazyCommand:
     ``target`` is ``module:attribute`` naming a ``typer.Typer`` (or a click command). For
     ``kind="group"`` the Typer becomes the subgroup (as ``add_typer`` does); for ``kind="command"`` the
     Typer holds the command registered under ``name``. ``plugin`` marks adapter entry points, whose
-    import failures are warnings rather than bugs.
+    import failures are warnings rather than bugs. ``help`` is None for plugins: their help is read
+    from the module's source only when a command list is shown (``help_text``).
     """
 
     name: str
     target: str
-    help: str
+    help: str | None
     kind: Literal["group", "command"] = "group"
     plugin: bool = False
 
@@ -110,14 +112,20 @@ def plugin_commands(eps: Iterable[EntryPointLike], reserved: Iterable[str]) -> l
             continue
         taken.add(ep.name)
         target = ep.value.split("[", 1)[0].strip().replace(" ", "")
-        found.append(LazyCommand(ep.name, target, _plugin_help(ep.name, target), plugin=True))
+        found.append(LazyCommand(ep.name, target, None, plugin=True))
     return found
+
+
+def help_text(entry: LazyCommand) -> str:
+    """The entry's full help: the static text, or for a plugin its module's ``HELP`` (read once)."""
+    return entry.help if entry.help is not None else _plugin_help(entry.name, entry.target)
 
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+@functools.cache
 def _plugin_help(name: str, target: str) -> str:
     """The ``HELP`` constant (or docstring) of the entry point's module, read without executing it."""
     module = target.partition(":")[0]
@@ -236,7 +244,7 @@ class LazyGroup(TyperGroup):
 
     def _short_help(self, name: str, limit: int) -> str:
         entry = self._entry(name)
-        return make_default_short_help(entry.help, limit).strip() if entry is not None else ""
+        return make_default_short_help(help_text(entry), limit).strip() if entry is not None else ""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
                                                                                  list[str]]:
