@@ -63,7 +63,8 @@ def child_enclaveflow(db_url: str) -> dict[str, Any]:
     from engine.executor import Worker
 
     store, _ = make_store(db_url, checkpoint_every=1000)
-    states = "".join(f"  s{i}: {{action: core.pass, next: {'s' + str(i + 1) if i < 9 else 'done'}}}\n" for i in range(10))
+    states = "".join(f"  s{i}: {{action: core.pass, next: {'s' + str(i + 1) if i < 9 else 'done'}}}\n"
+                     for i in range(10))
     loaded = spec("initial: s0\ndefaults: {timeout: 5s}\nstates:\n" + states + "  done: {terminal: true}\n")
 
     async def main() -> dict[str, Any]:
@@ -217,8 +218,9 @@ def child_audit(db_path: str) -> dict[str, Any]:
             assert rows, pod
     report = verify_chain(store.engine, [signer.public])
     assert report.ok, report
-    return {"audit_events": AUDIT_EVENTS, "audit_fill_s": fill_s, "audit_query_p50_ms": statistics.median(lat[10:]) * 1e3,
-            "audit_query_p99_ms": pct(lat[10:], 0.99) * 1e3, "audit_verify_events_per_s": report.events / report.seconds}
+    return {"audit_events": AUDIT_EVENTS, "audit_fill_s": fill_s,
+            "audit_query_p50_ms": statistics.median(lat[10:]) * 1e3, "audit_query_p99_ms": pct(lat[10:], 0.99) * 1e3,
+            "audit_verify_events_per_s": report.events / report.seconds}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,7 +247,8 @@ def fresh_pg(base: str) -> str:
 
 
 def main(out_dir: Path) -> dict[str, Any]:
-    figures: dict[str, Any] = {"workload": "10 no-op states per run", "seq_runs": SEQ_RUNS, "concurrent_runs": CONC_RUNS,
+    figures: dict[str, Any] = {"workload": "10 no-op states per run", "seq_runs": SEQ_RUNS,
+                               "concurrent_runs": CONC_RUNS,
                                "sqlite_settings": "journal_mode=WAL, synchronous=NORMAL (both engines)"}
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-", dir=out_dir))
     kinds: list[tuple[str, Any]] = [("sqlite", lambda n: str(tmp / f"{n}.db"))]
@@ -267,5 +270,6 @@ def main(out_dir: Path) -> dict[str, Any]:
 
 
 if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "child":
-    fn = {"enclaveflow": child_enclaveflow, "dbos": child_dbos, "parked": child_parked, "audit": child_audit}[sys.argv[2]]
+    children = {"enclaveflow": child_enclaveflow, "dbos": child_dbos, "parked": child_parked, "audit": child_audit}
+    fn = children[sys.argv[2]]
     print(json.dumps(fn(sys.argv[3])))

@@ -248,8 +248,8 @@ states:
 @pytest.mark.parametrize("tamper_seq", [None, 1, 30, 31, 60])
 async def test_parallel_verify_checks_range_boundaries(db_url: str, tamper_seq: int | None) -> None:
     store, signer = make_store(db_url, checkpoint_every=25)
-    loaded = spec(FAST + "initial: a\nstates:\n  a: {action: core.pass, next: b}\n  b: {action: core.pass, next: done}\n"
-                  "  done: {terminal: true}\n")
+    loaded = spec(FAST + "initial: a\nstates:\n  a: {action: core.pass, next: b}\n"
+                  "  b: {action: core.pass, next: done}\n  done: {terminal: true}\n")
     async with Worker(store, make_registry(), poll_interval=0.05) as w:
         for _ in range(10):
             await w.wait(await w.submit(loaded, {}))

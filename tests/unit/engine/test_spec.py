@@ -87,7 +87,8 @@ def test_next_to_missing_state_suggests_close_name() -> None:
 
 
 def test_unreachable_state() -> None:
-    out = problems_of(GOOD.replace("    done: {terminal: true}\n", "    done: {terminal: true}\n    orphan: {terminal: true}\n"))
+    extra = "    done: {terminal: true}\n    orphan: {terminal: true}\n"
+    out = problems_of(GOOD.replace("    done: {terminal: true}\n", extra))
     assert any("'orphan' is unreachable" in p for p in out), out
 
 
