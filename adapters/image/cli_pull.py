@@ -6,7 +6,6 @@ The registry client, unpacker and pipeline are imported inside the commands (sta
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,6 +62,8 @@ def pull(
     Example: enclaveflow image pull docker://127.0.0.1:5000/app:v1 ./bundle --decryption-key priv.pem
     --policy policy.json
     """
+    import asyncio
+
     from .local_pull import PullRequest, pull_bundle
     from .unpack import UnpackPolicy
 
@@ -101,6 +102,8 @@ def inspect(
 
     Example: enclaveflow image inspect docker://127.0.0.1:5000/app:v1 --policy policy.json
     """
+    import asyncio
+
     from .inspect import inspect_image
 
     report = asyncio.run(

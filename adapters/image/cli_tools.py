@@ -8,7 +8,6 @@ are imported inside the commands (start-up time).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -90,6 +89,8 @@ def encrypt(
 
     Example: enclaveflow image encrypt oci:plain:v1 oci:enc:v1 --recipient jwe:pub.pem
     """
+    import asyncio
+
     from .ocicrypt._image import encrypt_image
 
     recipients = _recipients(recipient, key_id, key_file)
@@ -125,6 +126,8 @@ def sign(
 
     Example: enclaveflow image sign docker://127.0.0.1:5000/app:v1 --key cosign.key
     """
+    import asyncio
+
     from .policy._sign import load_signing_key, sign_image
 
     try:
