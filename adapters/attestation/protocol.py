@@ -49,12 +49,17 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64url_decode(text: str) -> bytes:
     """Decode URL-safe base64 with or without padding; ``ValueError`` on anything else."""
     if not isinstance(text, str) or not _B64URL.match(text):
         raise ValueError("not base64url")
+    # The alphabet is checked above, so binascii (strict) sees only base64 characters.
+    data = text.rstrip("=").encode("ascii").translate(_URL_TO_STD)
     try:
-        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
 

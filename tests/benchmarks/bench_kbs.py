@@ -2,12 +2,15 @@
 
 A release = ``POST /auth`` + ``POST /attest`` (sim TEE: Ed25519-signed quote) + ``GET /resource``
 (JWE, ECDH-ES+A256KW) + client-side decryption, each virtual client on its own keep-alive HTTP/1.1
-connection. The load generator is this process (a minimal asyncio HTTP client, to keep the client
-cheap on the shared 2 cores); the KBS is a separate ``enclaveflow kbs serve`` process on loopback.
+connection, in a closed loop (a client starts its next release when the last one ends). The KBS is
+one ``enclaveflow kbs serve`` process on loopback; the load generator is separate processes (this
+file run with ``--worker``: a minimal HTTP client on uvloop, cheap on the shared 2 cores), all
+measuring the same window. Throughput counts releases that end in the window; latency is per
+release, from the client's TEE key generation to the decrypted resource.
 
-Alongside, in the same run: the bound - the same cryptography of one release (TEE key generation,
-runtime-data hash, evidence signature and its check, ES256 token signing, JWE seal and open) in a
-loop in one process with no HTTP and no database.
+Alongside, in the same run: the bound - the cryptography of one release (TEE key generation,
+runtime-data hash, quote signature and its check, ES256 token over a real-sized EAR claim set,
+resource unsealed by the KMS, JWE seal and open) in a loop in one process, no HTTP, no database.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import base64
 import gc
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -38,6 +42,7 @@ from adapters.attestation.jwe import open_, public_jwk, seal  # noqa: E402
 from adapters.attestation.kbs.admin import init_key_pair, load_private_key, mint  # noqa: E402
 from adapters.attestation.kbs.token import TokenBroker  # noqa: E402
 from adapters.attestation.protocol import runtime_data_hash  # noqa: E402
+from adapters.kms.local import LocalKms  # noqa: E402
 from adapters.tee.sim_evidence import make_sim_evidence, platform_id_of, verify_sim_evidence  # noqa: E402
 from tests.support.kbs_server import start_kbs  # noqa: E402
 
@@ -47,7 +52,7 @@ LEVELS = (1, 10, 50)
 DURATION_S = 5.0
 WARMUP_S = 1.0
 STARTUP_S = 1.0  # time for the load processes to start and connect before the warm-up
-PROCESSES = 2  # load-generator processes (each its own event loop) for 10 and 50 clients
+PROCESSES = 1  # load-generator processes (each its own event loop); more only add CPU contention here
 
 
 # -- minimal HTTP/1.1 keep-alive client ------------------------------------------------------
@@ -71,14 +76,12 @@ class Conn:
         if cookie:
             head += f"Cookie: kbs-session-id={cookie}\r\n"
         self.w.write(head.encode() + b"\r\n" + body)
-        status_line = await self.r.readline()
-        status = int(status_line.split()[1])
+        head_bytes = await self.r.readuntil(b"\r\n\r\n")
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
         length, session = 0, None
-        while True:
-            line = await self.r.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.decode().partition(":")
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
             lname = name.lower()
             if lname == "content-length":
                 length = int(value)
@@ -113,9 +116,10 @@ async def release(conn: Conn, platform: Ed25519PrivateKey) -> bytes:
 
 async def _run_clients(
     port: int, clients: int, platform: Ed25519PrivateKey, value: bytes, start_at: float, stop_at: float
-) -> list[tuple[float, float]]:
+) -> tuple[list[tuple[float, float]], float]:
     """Closed loop until ``stop_at``: each client starts its next release when the last one ends.
-    Returns (start, end) of every release that ended at or after ``start_at``."""
+    Returns (start, end) of every release that ended at or after ``start_at``, and the CPU seconds
+    this process used inside the window."""
     conns = [await Conn.open(port) for _ in range(clients)]
     done: list[tuple[float, float]] = []
     gc.freeze()  # as the KBS does: no long full-GC pauses in the measurement
@@ -131,10 +135,17 @@ async def _run_clients(
             if t1 >= start_at:
                 done.append((t0, t1))
 
-    await asyncio.gather(*(worker(c) for c in conns))
+    async def meter() -> None:
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        cpu.append(time.process_time())
+        await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
+        cpu.append(time.process_time())
+
+    cpu: list[float] = []
+    await asyncio.gather(meter(), *(worker(c) for c in conns))
     for c in conns:
         c.close()
-    return done
+    return done, cpu[1] - cpu[0]
 
 
 def _worker_main(argv: list[str]) -> None:
@@ -147,11 +158,17 @@ def _worker_main(argv: list[str]) -> None:
     except ImportError:
         uvloop = None
     run = uvloop.run if uvloop is not None else asyncio.run
-    done = run(_run_clients(port, clients, platform, bytes.fromhex(job["value"]), start_at, stop_at))
-    print(json.dumps({"done": done, "cpu_s": time.process_time()}))
+    done, cpu_s = run(_run_clients(port, clients, platform, bytes.fromhex(job["value"]), start_at, stop_at))
+    print(json.dumps({"done": done, "cpu_s": cpu_s}))
 
 
-def load(port: int, clients: int, platform: Ed25519PrivateKey, value: bytes) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, pid: int, clients: int, platform: Ed25519PrivateKey, value: bytes) -> dict[str, Any]:
     """``clients`` connections spread over ``processes`` load-generator processes, measured together.
 
     Throughput counts releases that end inside the measuring window; latency is per release, from
@@ -174,6 +191,10 @@ def load(port: int, clients: int, platform: Ed25519PrivateKey, value: bytes) -> 
         assert child.stdin is not None
         child.stdin.write(job)
         child.stdin.close()
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    server_cpu = _cpu_s(pid)
+    time.sleep(max(0.0, stop_at - time.monotonic()))
+    server_cpu = _cpu_s(pid) - server_cpu
     outs = []
     for child in children:
         assert child.stdout is not None
@@ -185,29 +206,62 @@ def load(port: int, clients: int, platform: Ed25519PrivateKey, value: bytes) -> 
         "clients": clients,
         "load_processes": procs,
         "releases_per_s": round(len(latencies) / DURATION_S, 1),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
         "releases": len(latencies),
-        "load_generator_cpu_s": round(sum(out["cpu_s"] for out in outs), 2),
+        # CPU per release in the window: the KBS process, and all load-generator processes.
+        "kbs_cpu_ms_per_release": round(server_cpu * 1000 / max(1, len(latencies)), 3),
+        "kbs_cpu_busy": round(server_cpu / DURATION_S, 2),
+        "client_cpu_ms_per_release": round(sum(o["cpu_s"] for o in outs) * 1000 / max(1, len(latencies)), 3),
     }
 
 
 # -- the in-process bound --------------------------------------------------------------------
 
 
+def _ear_claims(jwk: dict[str, Any], evidence: dict[str, Any], nonce: str) -> dict[str, Any]:
+    """An EAR claim set of the real shape and size (what ``AttestationService`` signs)."""
+    now = int(time.time())
+    claims = {k: evidence[k] for k in ("launch_digest", "svn", "debug", "platform_id")}
+    vector = {k: 2 for k in ("instance-identity", "configuration", "executables", "hardware")}
+    return {
+        "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
+        "iat": now,
+        "exp": now + 300,
+        "iss": "CoCo-Attestation-Service",
+        "ear.verifier-id": {"developer": "https://confidentialcontainers.org", "build": "enclaveflow-kbs"},
+        "submods": {
+            "cpu0": {
+                "ear.status": "affirming",
+                "ear.trustworthiness-vector": vector,
+                "ear.appraisal-policy-id": "default",
+                "ear.veraison.annotated-evidence": {
+                    "sim": claims,
+                    "report_data": evidence["report_data"],
+                    "runtime_data_claims": {"nonce": nonce, "tee-pubkey": jwk},
+                },
+            }
+        },
+    }
+
+
 def crypto_bound(platform: Ed25519PrivateKey, value: bytes, seconds: float = 3.0) -> dict[str, Any]:
+    """Releases per second of the cryptography alone, client and KBS side, in this one process."""
     broker = TokenBroker(ec.generate_private_key(ec.SECP256R1()))
     trusted = {platform_id_of(platform.public_key()): platform.public_key()}
-    nonce = base64.b64encode(secrets.token_bytes(32)).decode()
+    kms = LocalKms({"mk": secrets.token_bytes(32)}, "mk")
+    stored = kms.seal(value, PATH.encode())
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
+        nonce = base64.b64encode(secrets.token_bytes(32)).decode()  # challenge (KBS)
         key = ec.generate_private_key(ec.SECP256R1())  # TEE key (client)
         jwk = public_jwk(key)
-        rd = runtime_data_hash(nonce, jwk)
-        ev = make_sim_evidence(platform, LAUNCH, 1, False, rd).to_json()  # quote (client side)
-        verify_sim_evidence(ev, trusted, runtime_data_hash(nonce, jwk))  # evidence check (KBS)
-        broker.sign({"iat": 0, "exp": 1, "tee-pubkey": jwk})  # ES256 token (KBS)
-        assert open_(seal(value, jwk), key) == value  # ECDH-ES + AES-GCM both ways
+        ev = make_sim_evidence(platform, LAUNCH, 1, False, runtime_data_hash(nonce, jwk)).to_json()  # quote
+        verify_sim_evidence(ev, trusted, runtime_data_hash(nonce, jwk))  # binding + signature (KBS)
+        broker.sign(_ear_claims(jwk, ev, nonce))  # ES256 EAR token (KBS)
+        jwe = seal(kms.open(stored, PATH.encode()), jwk)  # resource unsealed, ECDH-ES + AES-GCM (KBS)
+        assert open_(jwe, key) == value  # decryption (client)
         n += 1
     elapsed = time.perf_counter() - start
     return {"releases_per_s": round(n / elapsed, 1), "per_release_us": round(elapsed / n * 1e6, 1)}
@@ -248,21 +302,27 @@ def main(out_dir: Path) -> dict[str, Any]:
                 headers=auth,
                 json={"version": "0.1.0", "type": "sample", "payload": payload},
             ).raise_for_status()
-            runs = [load(kbs.port, level, platform, value) for level in LEVELS]
+            runs = [load(kbs.port, kbs.proc.pid, level, platform, value) for level in LEVELS]
         finally:
             kbs.stop()
         bound = crypto_bound(platform, value)
     by = {r["clients"]: r for r in runs}
+    rate = bound["releases_per_s"]
     return {
         "http": runs,
         "bound_in_process": bound,
-        "ratio_to_bound_at_10": round(by[10]["releases_per_s"] / bound["releases_per_s"], 3),
+        "ratio_to_bound_at_10": round(by[10]["releases_per_s"] / rate, 3),
+        "ratio_to_bound_at_50": round(by[50]["releases_per_s"] / rate, 3),
         "targets": {
             "releases_per_s_at_10 >= 250": by[10]["releases_per_s"] >= 250,
             "p99_ms_at_50 < 100": by[50]["p99_ms"] < 100,
-            "ratio_to_bound >= 0.40": by[10]["releases_per_s"] / bound["releases_per_s"] >= 0.40,
+            "ratio_to_bound_at_10 >= 0.40": by[10]["releases_per_s"] / rate >= 0.40,
         },
-        "server": {"uvicorn_http": "httptools", "loop": "uvloop", "db": "sqlite (WAL)", "kms": "local"},
+        "server": {
+            "http": "uvicorn + httptools (one write per response) + uvloop; release endpoints plain ASGI",
+            "db": "sqlite (WAL, background checkpoints)",
+            "kms": "local",
+        },
     }
 
 

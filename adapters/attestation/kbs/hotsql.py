@@ -34,6 +34,7 @@ class HotSql:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._fairy: Any = None
+        self._driver: Any = None
         self._lock = threading.Lock()
         # sqlite3 takes ``?``; psycopg (and the other pyformat/format drivers) take ``%s``.
         self._qmark = engine.dialect.paramstyle == "qmark"
@@ -47,14 +48,16 @@ class HotSql:
         return text
 
     def _connection(self) -> Any:
+        """The driver's own connection object (no pool proxy in between on the hot path)."""
         if self._fairy is None:
             # Checked out of the engine's pool once, so the engine's connect hooks (SQLite WAL,
             # busy timeout) apply; kept for the life of the store.
             self._fairy = self._engine.raw_connection()
-        return self._fairy
+            self._driver = self._fairy.driver_connection
+        return self._driver
 
     def _drop(self) -> None:
-        fairy, self._fairy = self._fairy, None
+        fairy, self._fairy, self._driver = self._fairy, None, None
         if fairy is not None:
             try:
                 fairy.invalidate()
@@ -68,7 +71,7 @@ class HotSql:
                 conn = self._connection()
                 cur = conn.cursor()
                 try:
-                    cur.execute(text, tuple(params))
+                    cur.execute(text, params)
                     row = cur.fetchone() if fetch else None
                     count = cur.rowcount
                 finally:
@@ -96,6 +99,6 @@ class HotSql:
 
     def close(self) -> None:
         with self._lock:
-            fairy, self._fairy = self._fairy, None
+            fairy, self._fairy, self._driver = self._fairy, None, None
         if fairy is not None:
             fairy.close()

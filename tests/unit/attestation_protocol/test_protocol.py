@@ -186,3 +186,34 @@ def test_jcs_fast_path_matches_rfc8785_byte_for_byte() -> None:
     # Anything outside the shortcut (numbers, lists, non-ASCII) still goes through rfc8785.
     for obj in ({"n": 1.5, "l": [1, "x"]}, {"é": "ü\u2028", "😀": "a"}, {"b": 2**40, "c": None}):
         assert jcs(obj) == bytes(rfc8785.dumps(obj))
+
+
+def test_b64url_decode_accepts_padded_and_unpadded_and_refuses_the_rest() -> None:
+    import os
+    import random
+
+    from adapters.attestation.protocol import b64url_decode
+
+    for n in range(70):
+        raw = os.urandom(n)
+        padded = base64.urlsafe_b64encode(raw).decode()
+        assert b64url_decode(padded) == raw
+        assert b64url_decode(padded.rstrip("=")) == raw
+    rng = random.Random(4648)
+    for _ in range(2000):
+        text = "".join(rng.choice("AZaz09-_=+/ .") for _ in range(rng.randint(0, 12)))
+        try:
+            expected: bytes | None = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+        except ValueError:
+            expected = None
+        clean = all(c.isalnum() or c in "-_" for c in text.rstrip("=")) and len(text) - len(text.rstrip("=")) <= 2
+        if not clean:
+            expected = None
+        try:
+            got: bytes | None = b64url_decode(text)
+        except ValueError:
+            got = None
+        assert got == expected, text
+    for bad in ("a", "abcde", "ab===", "a+b", "a/b", "ab cd", 7):
+        with pytest.raises(ValueError):
+            b64url_decode(bad)  # type: ignore[arg-type]
