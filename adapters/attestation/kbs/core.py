@@ -29,6 +29,7 @@ from .attestation.verifiers import SampleVerifier, SimVerifier
 from .config import KbsConfig
 from .db import open_engine
 from .errors import AttestationFailed, NonceInvalid, TokenInvalid, TokenNotFound
+from .hotsql import HotSql
 from .policies import PolicyStore
 from .policy import check_access
 from .resource import ResourceStore
@@ -72,10 +73,13 @@ class Kbs:
         if self.engine.dialect.name == "sqlite":
             self.checkpointer = WalCheckpointer(self.engine)
             self.checkpointer.start()
-        self.sessions = SessionStore(self.engine, config.session_timeout_s)
+        # One hot-path connection for sessions and resources: a connection's page cache stays valid
+        # only while no *other* connection writes, so sharing one saves re-reading pages.
+        self.hot_sql = HotSql(self.engine)
+        self.sessions = SessionStore(self.engine, config.session_timeout_s, self.hot_sql)
         self.rvps = Rvps(self.engine)
         self.policies = PolicyStore(self.engine)
-        self.resources = ResourceStore(self.engine, self.kms)
+        self.resources = ResourceStore(self.engine, self.kms, self.hot_sql)
         self.broker = TokenBroker(load_or_create_key(self.engine, self.kms), config.token_lifetime_s)
         self.service = AttestationService(
             {"sample": SampleVerifier(), "sim": SimVerifier(self.platform_keys)},
@@ -87,8 +91,7 @@ class Kbs:
     def close(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.stop()
-        self.sessions.close()
-        self.resources.close()
+        self.hot_sql.close()
         self.engine.dispose()
         self.kms.close()
 

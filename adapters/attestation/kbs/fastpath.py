@@ -35,7 +35,7 @@ log = logging.getLogger("enclaveflow.kbs")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+Asgi = Callable[..., Awaitable[None]]  # the wrapped ASGI app (Starlette stack)
 
 AUTH, ATTEST, RESOURCE = "/kbs/v0/auth", "/kbs/v0/attest", "/kbs/v0/resource/"
 # Endpoint labels of ``kbs_http_requests_total``: the Starlette route paths, as before.

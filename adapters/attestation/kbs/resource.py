@@ -23,9 +23,9 @@ _GET_BLOB = "SELECT blob FROM kbs_resources WHERE path = ?"  # per release: plai
 
 
 class ResourceStore:
-    def __init__(self, engine: Engine, kms: Kms) -> None:
+    def __init__(self, engine: Engine, kms: Kms, sql: HotSql | None = None) -> None:
         self._engine = engine
-        self._sql = HotSql(engine)
+        self._sql = sql if sql is not None else HotSql(engine)
         self.kms = kms
 
     def close(self) -> None:

@@ -69,8 +69,10 @@ _CONSUME = (
 class SessionStore:
     """Create, read and consume sessions. Each call is one short transaction."""
 
-    def __init__(self, engine: Engine, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self._sql = HotSql(engine)
+    def __init__(
+        self, engine: Engine, timeout_s: float = DEFAULT_TIMEOUT_S, sql: HotSql | None = None
+    ) -> None:
+        self._sql = sql if sql is not None else HotSql(engine)
         self.timeout_s = timeout_s
         self._last_purge = 0.0
         self._cache: OrderedDict[str, Session] = OrderedDict()
