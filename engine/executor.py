@@ -159,23 +159,8 @@ class Worker:
             run.lease_expires_us = now_us() + int(self.lease_ttl * 1e6)
         step = StepCommit(run.id, run.fencing, self.owner, run.row(), records, consume_event_id)
         for attempt in range(1, COMMIT_RETRIES + 1):
-            if len(self._active) <= 1 and not self._pending and not self._committing:
-                # Alone: nothing to batch with, so commit right here instead of hopping through the
-                # committer task (and, on PostgreSQL, its thread).
-                try:
-                    applied = self.store.commit([step])[0]
-                    break
-                except sa.exc.DBAPIError as exc:
-                    if attempt == COMMIT_RETRIES:
-                        raise LeaseLost(f"could not commit run {run.id}: {exc}") from exc
-                    log.warning("commit of run %s failed (attempt %d): %s; retrying", run.id, attempt, exc.orig)
-                    await asyncio.sleep(0.05 * 2**attempt)
-                    continue
-            fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._pending.append((step, fut))
-            self._wake.set()
             try:
-                applied = await fut
+                applied = await self._commit_step(step)
                 break
             except sa.exc.DBAPIError as exc:
                 if attempt == COMMIT_RETRIES:
@@ -190,6 +175,16 @@ class Worker:
             fut_done = self._done.pop(run.id, None)
             if fut_done is not None and not fut_done.done():
                 fut_done.set_result(run.status)
+
+    async def _commit_step(self, step: StepCommit) -> bool:
+        """Commit one step: right here when this run is alone (nothing to batch with, so no hop
+        through the committer task and, on PostgreSQL, its thread), else in the next group commit."""
+        if len(self._active) <= 1 and not self._pending and not self._committing:
+            return self.store.commit([step])[0]
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((step, fut))
+        self._wake.set()
+        return await fut
 
     async def pending_event(self, run_id: str, name: str) -> tuple[int, dict[str, Any]] | None:
         return await self._in_db(self.store.pending_event, run_id, name)

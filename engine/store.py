@@ -178,10 +178,6 @@ class Store:
         """
         return self.hot.commit(batch)
 
-    def audit_only(self, records: Sequence[AuditRecord]) -> None:
-        with self.writer.begin() as conn:
-            self.chain.append(conn, records)
-
     def run_status(self, run_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar()
