@@ -199,12 +199,18 @@ class _Sm3:
         return self._h.finalize()
 
 
+_JCS_INT_MAX = 2**53 - 1  # I-JSON safe integers; rfc8785 refuses anything larger
+
+
 def _plain_ascii(obj: Any, depth: int = 0) -> bool:
-    """True for objects made only of ASCII strings, bools, ``None`` and dicts with ASCII keys."""
+    """True for objects made only of ASCII strings, bools, ``None``, safe-range ints and dicts with
+    ASCII keys."""
     if isinstance(obj, str):
         return obj.isascii()
-    if obj is None or isinstance(obj, bool):
+    if obj is None or type(obj) is bool:
         return True
+    if type(obj) is int:
+        return -_JCS_INT_MAX <= obj <= _JCS_INT_MAX
     if isinstance(obj, dict) and depth < 8:
         return all(isinstance(k, str) and k.isascii() and _plain_ascii(v, depth + 1) for k, v in obj.items())
     return False
@@ -213,11 +219,12 @@ def _plain_ascii(obj: Any, depth: int = 0) -> bool:
 def jcs(obj: Any) -> bytes:
     """RFC 8785 canonical JSON bytes.
 
-    Runtime data (nonce, JWK strings) is ASCII strings in nested objects. For such objects the
-    standard library's compact, key-sorted output is byte-for-byte the JCS form - same escapes
-    (``\\"``, ``\\\\``, ``\\b\\f\\n\\r\\t``, other controls as lowercase ``\\u00xx``), and
+    Runtime data (nonce, JWK strings) is ASCII strings in nested objects. For such objects (also
+    with bools, nulls and integers of the safe range) the standard library's compact, key-sorted
+    output is byte-for-byte the JCS form - same escapes (``\\"``, ``\\\\``, ``\\b\\f\\n\\r\\t``,
+    other controls as lowercase ``\\u00xx``, DEL left as is), integers in plain decimal, and
     code-point order equals UTF-16 order for ASCII keys - at a tenth of the cost; anything else
-    (numbers, arrays, non-ASCII) goes through ``rfc8785``.
+    (floats, arrays, non-ASCII, big integers) goes through ``rfc8785``.
     """
     if _plain_ascii(obj):
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("ascii")

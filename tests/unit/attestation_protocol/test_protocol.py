@@ -186,6 +186,13 @@ def test_jcs_fast_path_matches_rfc8785_byte_for_byte() -> None:
     # Anything outside the shortcut (numbers, lists, non-ASCII) still goes through rfc8785.
     for obj in ({"n": 1.5, "l": [1, "x"]}, {"é": "ü\u2028", "😀": "a"}, {"b": 2**40, "c": None}):
         assert jcs(obj) == bytes(rfc8785.dumps(obj))
+    # Integers (the sim quote's svn) and bools: same bytes inside the safe range, refused beyond.
+    for n in (0, 1, -1, 2**31 - 1, 2**53 - 1, -(2**53) + 1):
+        obj = {"svn": n, "debug": False, "ok": True, "launch_digest": "ab" * 48}
+        assert jcs(obj) == bytes(rfc8785.dumps(obj))
+    for n in (2**53, -(2**53), 10**30):
+        with pytest.raises(rfc8785.IntegerDomainError):
+            jcs({"svn": n})
 
 
 def test_b64url_decode_accepts_padded_and_unpadded_and_refuses_the_rest() -> None:
