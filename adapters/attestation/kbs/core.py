@@ -30,12 +30,12 @@ from .config import KbsConfig
 from .db import open_engine
 from .errors import AttestationFailed, NonceInvalid, TokenInvalid, TokenNotFound
 from .hotsql import HotSql
+from .housekeeping import Housekeeper
 from .policies import PolicyStore
 from .policy import check_access
 from .resource import ResourceStore
 from .sessions import Session, SessionStore
 from .token import TokenBroker, load_or_create_key
-from .walcheckpoint import WalCheckpointer
 
 log = logging.getLogger("enclaveflow.kbs")
 
@@ -69,10 +69,8 @@ class Kbs:
         self.platform_keys = load_platform_keys(config.trusted_platform_keys)
         self.kms = kms if kms is not None else open_kms(config.kms)
         self.engine = open_engine(config.db_url, background_checkpoints=True)
-        self.checkpointer: WalCheckpointer | None = None
-        if self.engine.dialect.name == "sqlite":
-            self.checkpointer = WalCheckpointer(self.engine)
-            self.checkpointer.start()
+        self.housekeeper = Housekeeper(self.engine)  # WAL checkpoints, purge of expired sessions
+        self.housekeeper.start()
         # One hot-path connection for sessions and resources: a connection's page cache stays valid
         # only while no *other* connection writes, so sharing one saves re-reading pages.
         self.hot_sql = HotSql(self.engine)
@@ -89,8 +87,7 @@ class Kbs:
         )
 
     def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
+        self.housekeeper.stop()
         self.hot_sql.close()
         self.engine.dispose()
         self.kms.close()

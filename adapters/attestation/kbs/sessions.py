@@ -3,7 +3,7 @@
 A session is created by ``/auth`` (state ``authed``, holding the challenge nonce) and consumed by
 ``/attest``: the move to ``attested`` is one conditional UPDATE (``WHERE state = 'authed' AND
 nonce = :nonce``), so a nonce is good for exactly one attestation even when two replicas race.
-Expired rows never match and are purged lazily.
+Expired rows never match; ``housekeeping.Housekeeper`` deletes them in the background.
 
 Sessions this process created or attested are also kept in a bounded in-memory map (write-through),
 which saves the database read on the hot path; a miss - or an ``authed`` entry that another replica
@@ -29,7 +29,6 @@ from .hotsql import HotSql
 DEFAULT_TIMEOUT_S = 300.0
 _SESSION_ID_LEN = 32
 _CACHE_SIZE = 4096  # in-flight sessions; a miss reads the database (and keeps GC pauses short)
-_PURGE_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,6 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, 'authed', NULL, ?)"
 )
 _SELECT = "SELECT id, tee, nonce, hash_alg, state, token, expires_at FROM kbs_sessions WHERE id = ?"
-_PURGE = "DELETE FROM kbs_sessions WHERE expires_at < ?"
 # Consuming the nonce: one conditional UPDATE; a row count of 1 is the proof it was still unused.
 _CONSUME = (
     "UPDATE kbs_sessions SET state = 'attested', token = ? "
@@ -74,7 +72,6 @@ class SessionStore:
     ) -> None:
         self._sql = sql if sql is not None else HotSql(engine)
         self.timeout_s = timeout_s
-        self._last_purge = 0.0
         self._cache: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -85,12 +82,9 @@ class SessionStore:
                 self._cache.popitem(last=False)
 
     def create(self, tee: str, hash_alg: str) -> Session:
-        now = time.time()
-        sess = Session(uuid.uuid4().hex, tee, new_nonce(), hash_alg, "authed", None, now + self.timeout_s)
+        expires_at = time.time() + self.timeout_s
+        sess = Session(uuid.uuid4().hex, tee, new_nonce(), hash_alg, "authed", None, expires_at)
         self._sql.write(_INSERT, (sess.id, tee, sess.nonce, hash_alg, sess.expires_at))
-        if now - self._last_purge > _PURGE_EVERY_S:
-            self._last_purge = now
-            self._sql.write(_PURGE, (now - 60,))
         self._remember(sess)
         return sess
 

@@ -23,10 +23,10 @@ from adapters.attestation.kbs.core import Kbs
 from adapters.attestation.kbs.db import open_engine
 from adapters.attestation.kbs.errors import KbsInternal
 from adapters.attestation.kbs.hotsql import HotSql
+from adapters.attestation.kbs.housekeeping import PURGE_GRACE_S, Housekeeper
 from adapters.attestation.kbs.http_proto import _GatheringTransport
 from adapters.attestation.kbs.server import build_asgi
 from adapters.attestation.kbs.sessions import SessionStore
-from adapters.attestation.kbs.walcheckpoint import WalCheckpointer
 from adapters.attestation.protocol import parse_resource_path, runtime_data_hash
 from adapters.kms import KmsSettings
 from adapters.tee.sim_evidence import make_sim_evidence
@@ -219,7 +219,7 @@ def test_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path: Path) ->
         store.mark_attested(sess, sess.nonce, "t" * 1000)
     wal = tmp_path / "w.db-wal"
     assert wal.stat().st_size > 1000 * 4096  # > the 1000-page automatic threshold: nobody checkpointed
-    checkpointer = WalCheckpointer(engine, interval_s=0.05)
+    checkpointer = Housekeeper(engine, checkpoint_every_s=0.05)
     checkpointer.start()
     try:
         time.sleep(0.3)  # a few rounds of the background checkpointer
@@ -229,6 +229,23 @@ def test_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path: Path) ->
     finally:
         checkpointer.stop()
     store.close()
+    engine.dispose()
+
+
+def test_expired_sessions_are_purged_in_batches_in_the_background(tmp_path: Path) -> None:
+    engine = open_engine(str(tmp_path / "p.db"))
+    short, long = SessionStore(engine, timeout_s=1), SessionStore(engine, timeout_s=3600)
+    expired = [short.create("sim", "sha384") for _ in range(23)]
+    live = long.create("sim", "sha384")
+    keeper = Housekeeper(engine)
+    # Within the grace period nothing goes; after it, every expired row, 5 per transaction.
+    assert keeper.purge(now=time.time() + 1 + PURGE_GRACE_S / 2, batch=5) == 0
+    assert keeper.purge(now=time.time() + 2 + PURGE_GRACE_S, batch=5) == len(expired)
+    with engine.connect() as conn:
+        left = [row[0] for row in conn.exec_driver_sql("SELECT id FROM kbs_sessions")]
+    assert left == [live.id]
+    short.close()
+    long.close()
     engine.dispose()
 
 
