@@ -35,13 +35,6 @@ SQL = {
     "head_get": "SELECT seq, hash FROM audit_head WHERE id = 1",
     "head_set": "UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND seq = :old_seq",
     "consume": "UPDATE events SET consumed_us = :at WHERE id = :id",
-    # Guarded forms for PostgreSQL's one-round-trip commit: a lost lease or a moved chain head divides by
-    # zero, which aborts the transaction, so COMMIT can be queued in the same pipeline.
-    "step_strict": "WITH u AS (UPDATE runs SET " + ", ".join(f"{c} = :{c}" for c in _MUTABLE)
-                   + " WHERE id = :b_id AND fencing = :b_fencing AND lease_owner = :b_owner RETURNING 1)"
-                   " SELECT 1 / (SELECT count(*) FROM u)",
-    "head_set_strict": "WITH u AS (UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND "
-                       "seq = :old_seq RETURNING 1) SELECT 1 / (SELECT count(*) FROM u)",
     "run_by_key": "SELECT id FROM runs WHERE idempotency_key = :key",
     "spec_exists": "SELECT 1 FROM specs WHERE hash = :hash",
     "spec_insert": "INSERT INTO specs (hash, name, version, body, created_us) "
@@ -54,6 +47,10 @@ SQL = {
 
 def _pyformat(sql: str) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", sql)
+
+
+# Above this many steps in a batch, PostgreSQL commits take the pipelined path (parameter count bound).
+ONE_TRIP_MAX_STEPS = 20
 
 
 class StaleHead(Exception):
@@ -143,31 +140,71 @@ class HotWriter:
             cur.close()
 
     def _commit_one_trip(self, batch: Sequence[Any]) -> bool:
-        """Every statement and the COMMIT in one pipeline: one round trip per batch.
+        """The whole step commit as ONE statement in autocommit mode: one round trip, COMMIT included.
 
-        Works when every lease still holds and the cached chain head is current (the common case);
-        otherwise a guard aborts the transaction and the caller takes the checked path.
+        Data-modifying CTEs update every run, advance the chain head and insert the audit rows; the
+        final SELECT divides by zero unless every run update and the head update matched a row, which
+        aborts the statement as a whole (a single statement is its own transaction). The caller then
+        takes the checked path. Only for small batches (bounded parameter count); bound parameters only.
         """
-        conn = self._conn().driver_connection
-        records = [rec for step in batch for rec in step.audit]
-        try:
-            with conn.pipeline():
-                for step in batch:
-                    conn.execute(self.sql["step_strict"], dict(step.row, b_id=step.run_id, b_fencing=step.fencing,
-                                                               b_owner=step.owner))
-                    if step.consume_event_id is not None:
-                        conn.execute(self.sql["consume"], {"at": time.time_ns() // 1000, "id": step.consume_event_id})
-                if records:
-                    self._append(conn.cursor(), records, fresh_head=False, check=False, strict=True)
-                conn.commit()
-        except self.engine.dialect.loaded_dbapi.Error:
-            self._head = None
-            try:
-                conn.rollback()
-            except self.engine.dialect.loaded_dbapi.Error:
-                self._reset()
+        if len(batch) > ONE_TRIP_MAX_STEPS:
             return False
+        conn = self._conn().driver_connection
+        head = self._head
+        assert head is not None
+        records = [rec for step in batch for rec in step.audit]
+        params: dict[str, Any] = {}
+        ctes: list[str] = []
+        guards: list[str] = []
+        for i, step in enumerate(batch):
+            values = dict(step.row, b_id=step.run_id, b_fencing=step.fencing, b_owner=step.owner)
+            params.update({f"s{i}_{k}": v for k, v in values.items()})
+            sets = ", ".join(f"{c} = %(s{i}_{c})s" for c in _MUTABLE)
+            ctes.append(f"s{i} AS (UPDATE runs SET {sets} WHERE id = %(s{i}_b_id)s AND fencing = %(s{i}_b_fencing)s "
+                        f"AND lease_owner = %(s{i}_b_owner)s RETURNING 1)")
+            guards.append(f"(SELECT count(*) FROM s{i})")
+            if step.consume_event_id is not None:
+                params[f"e{i}_id"], params[f"e{i}_at"] = step.consume_event_id, time.time_ns() // 1000
+                ctes.append(f"e{i} AS (UPDATE events SET consumed_us = %(e{i}_at)s WHERE id = %(e{i}_id)s RETURNING 1)")
+        new_head = head
+        if records:
+            rows = chain(records, head[0], head[1])
+            last = rows[-1]
+            params.update(h_new_seq=last["seq"], h_new_hash=last["hash"], h_old_seq=head[0])
+            ctes.append("h AS (UPDATE audit_head SET seq = %(h_new_seq)s, hash = %(h_new_hash)s "
+                        "WHERE id = 1 AND seq = %(h_old_seq)s RETURNING 1)")
+            guards.append("(SELECT count(*) FROM h)")
+            tuples = []
+            for j, row in enumerate(rows):
+                params.update({f"a{j}_{c}": row[c] for c in _AUDIT_COLS})
+                tuples.append("(" + ", ".join(f"%(a{j}_{c})s" for c in _AUDIT_COLS) + ")")
+            ctes.append(f"a AS (INSERT INTO audit ({', '.join(_AUDIT_COLS)}) VALUES {', '.join(tuples)})")
+            if self.signer and head[0] // self.checkpoint_every != last["seq"] // self.checkpoint_every:
+                cp = self._checkpoint_row(last["seq"], last["hash"])
+                params.update({f"c_{k}": v for k, v in cp.items()})
+                ctes.append("c AS (INSERT INTO audit_checkpoints (seq, hash, time_us, key_id, public_key, signature) "
+                            "VALUES (%(c_seq)s, %(c_hash)s, %(c_time_us)s, %(c_key_id)s, %(c_public_key)s, "
+                            "%(c_signature)s))")
+            new_head = (int(last["seq"]), str(last["hash"]))
+        query = "WITH " + ",\n".join(ctes) + "\nSELECT 1 / (" + " * ".join(guards) + ")"
+        conn.autocommit = True
+        try:
+            conn.execute(query, params, prepare=True)
+        except self.engine.dialect.loaded_dbapi.Error:
+            self._head = None  # nothing was applied; the checked path re-reads the head
+            return False
+        finally:
+            conn.autocommit = False
+        self._head = new_head
         return True
+
+    def _checkpoint_row(self, seq: int, hash_: str) -> dict[str, Any]:
+        """A signed checkpoint of the chain head at ``seq``."""
+        assert self.signer is not None
+        now = time.time_ns() // 1000
+        return {"seq": seq, "hash": hash_, "time_us": now, "key_id": self.signer.key_id,
+                "public_key": public_b64(self.signer.public),
+                "signature": self.signer.sign(checkpoint_message(seq, hash_, now))}
 
     def _commit_pipelined(self, batch: Sequence[Any], fresh_head: bool, known: list[bool] | None = None) -> list[bool]:
         """PostgreSQL: every statement of the batch in one pipeline, so one round trip plus COMMIT.
@@ -278,8 +315,7 @@ class HotWriter:
         """Tell the cache where the chain head is after another write path on this thread moved it."""
         self._head = (seq, hash_)
 
-    def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool, check: bool = True,
-                strict: bool = False) -> Any:
+    def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool, check: bool = True) -> Any:
         """Chain ``records`` onto the head and insert them; returns the cursor that moved the head."""
         if self._head is None or fresh_head or not self.postgres:
             # SQLite holds the write lock already, so reading the head is exact and cheap; on
@@ -292,8 +328,7 @@ class HotWriter:
         last = rows[-1]
         # Move the head first: if another writer moved it since we cached it, nothing was inserted yet.
         # (In a pipeline the row count is checked by the caller after the sync.)
-        cur.execute(self.sql["head_set_strict" if strict else "head_set"],
-                    {"new_seq": last["seq"], "new_hash": last["hash"], "old_seq": head_seq})
+        cur.execute(self.sql["head_set"], {"new_seq": last["seq"], "new_hash": last["hash"], "old_seq": head_seq})
         if check and cur.rowcount != 1:
             raise StaleHead()
         head_cur = cur
@@ -301,10 +336,6 @@ class HotWriter:
             cur = cur.connection.cursor()  # keep the head UPDATE's row count readable after the sync
         cur.executemany(self.sql["audit"], rows)
         if self.signer and head_seq // self.checkpoint_every != last["seq"] // self.checkpoint_every:
-            now = time.time_ns() // 1000
-            cur.execute(self.sql["checkpoint"], {
-                "seq": last["seq"], "hash": last["hash"], "time_us": now, "key_id": self.signer.key_id,
-                "public_key": public_b64(self.signer.public),
-                "signature": self.signer.sign(checkpoint_message(last["seq"], last["hash"], now))})
+            cur.execute(self.sql["checkpoint"], self._checkpoint_row(last["seq"], last["hash"]))
         self._head = (int(last["seq"]), str(last["hash"]))
         return head_cur

@@ -38,6 +38,18 @@ class LayerInfo(BaseModel):
     size: int
     media_type: str
     encrypted: bool
+    key_ids: list[str] = Field(
+        default_factory=list,
+        description="KBS key ids (kbs:///...) the layer's attestation-agent key packets name; not secret. "
+        "attestation.release_keys fetches these when it is given no key ids.",
+    )
+
+
+def _layer_info(d: Any) -> LayerInfo:
+    from adapters.image.ocicrypt import required_kids
+
+    kids = required_kids({"annotations": d.annotations or {}}) if d.encrypted else []
+    return LayerInfo(digest=d.digest, size=d.size, media_type=d.media_type, encrypted=d.encrypted, key_ids=kids)
 
 
 class PullResult(BaseModel):
@@ -91,10 +103,7 @@ async def pull_action(params: PullParams, ctx: ActionContext, idempotency_key: s
         manifest_digest=pulled.resolved.digest,
         index_digest=pulled.resolved.index_digest,
         config_digest=manifest.config.digest,
-        layers=[
-            LayerInfo(digest=d.digest, size=d.size, media_type=d.media_type, encrypted=d.encrypted)
-            for d in manifest.layers
-        ],
+        layers=[_layer_info(d) for d in manifest.layers],
         total_bytes=manifest.total_size,
         seconds=round(time.perf_counter() - started, 4),
     )

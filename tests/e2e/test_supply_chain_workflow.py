@@ -240,7 +240,7 @@ async def _run(tmp_path: Path, world: World, image: str, kbs: KbsProcess, monkey
     store = Store(engine, AuditChain(signer, 1000, postgres=False))
     sessions = InProcessSessions(tmp_path / "enclaves", world.enclave_config(kbs))
     async with Worker(store, registry, session_factory=sessions, poll_interval=0.05) as worker:
-        run_id = await worker.submit(loaded, {"image": image, "key_ids": [KEY_ID]}, pod=("default", "web", "uid-e2e-1"))
+        run_id = await worker.submit(loaded, {"image": image}, pod=("default", "web", "uid-e2e-1"))
         status = await asyncio.wait_for(worker.watch(run_id), RUN_TIMEOUT)
     return Outcome(run_id, status, store, signer, sessions, db_path)
 
