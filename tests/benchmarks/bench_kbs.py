@@ -166,7 +166,8 @@ async def _run_clients(
 
 
 def _worker_main(argv: list[str]) -> None:
-    """Load generator process: ``--worker PORT CLIENTS START_AT STOP_AT`` (key and value on stdin)."""
+    """Load generator process: ``--worker PORT CLIENTS START_AT STOP_AT OUT`` (key, value on stdin).
+    Results go to the file OUT (JSON), written only when the run is complete."""
     port, clients, start_at, stop_at = int(argv[0]), int(argv[1]), float(argv[2]), float(argv[3])
     job = json.loads(sys.stdin.read())
     platform = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(job["platform"]))
@@ -176,7 +177,7 @@ def _worker_main(argv: list[str]) -> None:
 
         run = uvloop.run
     done, cpu_s = run(_run_clients(port, clients, platform, bytes.fromhex(job["value"]), start_at, stop_at))
-    print(json.dumps({"done": done, "cpu_s": cpu_s}))
+    Path(argv[4]).write_text(json.dumps({"done": done, "cpu_s": cpu_s}))
 
 
 def _cpu_s(pid: int) -> float:
@@ -195,28 +196,28 @@ def load(port: int, pid: int, clients: int, platform: Ed25519PrivateKey, value: 
     stop_at = start_at + DURATION_S
     job = json.dumps({"platform": platform.private_bytes_raw().hex(), "value": value.hex()})
     shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    children = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(port), str(n), repr(start_at), repr(stop_at)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in shares
-    ]
-    for child in children:  # every process gets its job before any result is read
-        assert child.stdin is not None
-        child.stdin.write(job)
-        child.stdin.close()
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    server_cpu = _cpu_s(pid)
-    time.sleep(max(0.0, stop_at - time.monotonic()))
-    server_cpu = _cpu_s(pid) - server_cpu
-    outs = []
-    for child in children:
-        assert child.stdout is not None
-        outs.append(json.loads(child.stdout.read()))
-        child.wait(timeout=60)
+    with tempfile.TemporaryDirectory(prefix="bench-kbs-load-") as tmp:
+        results = [Path(tmp) / f"worker-{i}.json" for i in range(procs)]
+        children = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", str(port), str(n), repr(start_at), repr(stop_at), str(out)],
+                stdin=subprocess.PIPE,
+                text=True,
+            )
+            for n, out in zip(shares, results, strict=True)
+        ]
+        for child in children:  # every process gets its job before the window opens
+            assert child.stdin is not None
+            child.stdin.write(job)
+            child.stdin.close()
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        server_cpu = _cpu_s(pid)
+        time.sleep(max(0.0, stop_at - time.monotonic()))
+        server_cpu = _cpu_s(pid) - server_cpu
+        for child in children:
+            if child.wait(timeout=60) != 0:
+                raise RuntimeError(f"load generator process failed with exit code {child.returncode}")
+        outs = [json.loads(out.read_text()) for out in results]
     ends = [(t0, t1) for out in outs for t0, t1 in out["done"] if t1 <= stop_at]
     latencies = sorted(t1 - t0 for t0, t1 in ends)
     return {
