@@ -18,6 +18,7 @@ from adapters.registry.store import session_store
 from engine.actions import ActionContext, ActionRegistry
 from engine.errors import InvalidParams
 
+from .overlay import RootfsMode
 from .stages import LAYERS_DIR, decrypt_image, load_image, mount_image
 from .unpack import UnpackPolicy
 
@@ -76,6 +77,9 @@ class MountParams(BaseModel):
     manifest_digest: str = Field(pattern=DIGEST)
     bundle: str = Field(default="", description="bundle name under the session's bundles/ (default: pod id)")
     strict_whiteouts: bool = True
+    rootfs_mode: RootfsMode = Field(
+        default="auto", description="overlay (mount), copy (merged dirs) or auto (overlay when usable)"
+    )
 
 
 class MountResult(BaseModel):
@@ -83,6 +87,7 @@ class MountResult(BaseModel):
     rootfs_entries: int
     args: list[str]
     seconds: float
+    rootfs_mode: Literal["overlay", "copy"]
 
 
 def _session(ctx: ActionContext, action: str) -> Any:
@@ -112,7 +117,11 @@ async def decrypt_action(params: DecryptParams, ctx: ActionContext, idempotency_
 
 
 async def mount_action(params: MountParams, ctx: ActionContext, idempotency_key: str) -> MountResult:
-    """Compose the unpacked layers into bundles/<name>/rootfs and write its runc config.json."""
+    """Compose the unpacked layers into bundles/<name>/rootfs and write its runc config.json.
+
+    With overlay the rootfs is a mount (upper/work in bundles/.<name>.overlay) over the layer dirs,
+    which stay in layers/; ``overlay.unmount_rootfs`` tears it down.
+    """
     session = _session(ctx, "image.mount")
     name = params.bundle or str(session.pod_id)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
@@ -120,12 +129,15 @@ async def mount_action(params: MountParams, ctx: ActionContext, idempotency_key:
     image = load_image(session_store(session), params.manifest_digest)
     policy = UnpackPolicy(strict_whiteouts=params.strict_whiteouts)
     dest = Path(session.storage) / BUNDLES_DIR / name
-    info = await asyncio.to_thread(mount_image, image, Path(session.storage) / LAYERS_DIR, dest, policy)
+    info = await asyncio.to_thread(
+        mount_image, image, Path(session.storage) / LAYERS_DIR, dest, policy, params.rootfs_mode
+    )
     return MountResult(
         bundle=f"{BUNDLES_DIR}/{name}",
         rootfs_entries=info.rootfs_entries,
         args=info.args,
         seconds=round(info.seconds, 4),
+        rootfs_mode=info.mode,
     )
 
 

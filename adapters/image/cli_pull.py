@@ -55,6 +55,13 @@ def pull(
     max_unpacked_bytes: int = typer.Option(32 << 30, help="refuse images unpacking to more bytes (bombs)."),
     allow_devices: bool = typer.Option(False, help="create device nodes and fifos found in layers."),
     workers: int | None = typer.Option(None, help="layers unpacked at once (default: CPU count)."),
+    rootfs: str = typer.Option(
+        "auto",
+        "--rootfs",
+        help="auto | overlay | copy: mount an overlayfs over the layers (needs root; DIR/rootfs is then "
+        "a mount, unmount it and remove .DIR.overlay when done) or merge a copy; auto picks overlay "
+        "when usable.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout."),
 ) -> None:
     """Pull, verify, decrypt and unpack an image into an OCI bundle (DIR/rootfs + DIR/config.json).
@@ -64,8 +71,13 @@ def pull(
     """
     import asyncio
 
+    from engine.errors import UsageError
+
     from .local_pull import PullRequest, pull_bundle
     from .unpack import UnpackPolicy
+
+    if rootfs not in ("auto", "overlay", "copy"):
+        raise UsageError("--rootfs must be auto, overlay or copy.")
 
     req = PullRequest(
         image=ref,
@@ -77,6 +89,7 @@ def pull(
         decryption_keys=list(decryption_key),
         unpack=UnpackPolicy(max_bytes=max_unpacked_bytes, allow_devices=allow_devices),
         workers=workers,
+        rootfs_mode=rootfs,  # type: ignore[arg-type]
     )
     summary = asyncio.run(pull_bundle(req))
     if json_out:
@@ -84,7 +97,8 @@ def pull(
     else:
         typer.echo(
             f"{summary['manifest_digest']} -> {summary['bundle']} "
-            f"({summary['unpacked_bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f}s)"
+            f"({summary['unpacked_bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f}s, "
+            f"rootfs {summary['rootfs_mode']})"
         )
 
 
@@ -114,7 +128,23 @@ def inspect(
     typer.echo(json.dumps(report, indent=2))
 
 
+def unmount(
+    dest: Path = typer.Argument(..., help="a bundle made by 'image pull' with an overlay rootfs"),
+) -> None:
+    """Unmount DIR/rootfs and remove its .DIR.overlay (layers, upper, work); DIR itself stays.
+
+    Example: enclaveflow image unmount ./bundle && rm -r ./bundle
+    """
+    from .overlay import unmount_rootfs
+    from .stages import overlay_state_for
+
+    dest = dest.resolve()
+    unmount_rootfs(dest / "rootfs", overlay_state_for(dest))
+    typer.echo(f"unmounted {dest / 'rootfs'}")
+
+
 def add_commands(app: typer.Typer) -> None:
-    """Add ``pull`` and ``inspect`` to the image group."""
+    """Add ``pull``, ``unmount`` and ``inspect`` to the image group."""
     app.command("pull")(pull)
+    app.command("unmount")(unmount)
     app.command("inspect")(inspect)

@@ -125,3 +125,15 @@ class WhiteoutTargetMissing(UnpackError):
 
 class BundleError(PermanentError):
     """The OCI bundle (rootfs + config.json) cannot be created from the image config or at the destination."""
+
+
+# --------------------------------------------------------------------------------------------------
+# overlayfs rootfs - adapters/image/overlay.py
+
+
+class RootfsMountError(BundleError):
+    """The overlay rootfs could not be mounted (or unmounted); nothing of it is left mounted."""
+
+
+class OverlayUnavailable(RootfsMountError):
+    """An overlay rootfs was requested explicitly, but overlayfs cannot be used here (privileges, kernel)."""

@@ -1,9 +1,10 @@
 """The whole enclave-side pull on the host (``enclaveflow image pull``), for debugging and benchmarks.
 
 resolve -> policy verdict -> fetch blobs (by the verified digest, so a moving tag cannot swap the
-image after the verdict) -> decrypt + unpack layers in parallel -> compose the bundle. The work area
-is a hidden directory next to the destination (same filesystem: the final step is a rename) and is
-removed whatever happens; the destination only ever appears complete.
+image after the verdict) -> decrypt + unpack layers in parallel -> compose the bundle (an overlay
+mount whose layers, upper and work dirs stay in the hidden sibling ``.DIR.overlay``, or a merged
+copy). The work area is a hidden directory next to the destination (same filesystem: the final step
+is a rename) and is removed whatever happens; the destination only ever appears complete.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from adapters.registry.pull import load_config
 from adapters.registry.reference import ImageReference
 
 from .errors import BundleError
-from .stages import LAYERS_DIR, StoredImage, decrypt_image, mount_image
+from .overlay import RootfsMode, resolve_mode, unmount_rootfs
+from .stages import LAYERS_DIR, StoredImage, decrypt_image, mount_image, overlay_state_for
 from .unpack import UnpackPolicy
 
 Say = Callable[[str], None]
@@ -43,6 +45,7 @@ class PullRequest:
     decryption_keys: list[Path] = field(default_factory=list)
     unpack: UnpackPolicy = field(default_factory=UnpackPolicy)
     workers: int | None = None
+    rootfs_mode: RootfsMode = "auto"
 
 
 def _stderr(text: str) -> None:
@@ -81,7 +84,12 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
     started = time.perf_counter()
     ref = parse_reference(req.image)
     _prepare_dest(req.dest)
+    mode = resolve_mode(req.rootfs_mode, req.dest.parent)
+    state = overlay_state_for(req.dest)  # overlay: lower layers, upper and work stay here
+    if mode == "overlay":
+        unmount_rootfs(req.dest / "rootfs", state)  # a leftover of an earlier, interrupted pull
     work = Path(tempfile.mkdtemp(prefix=f".{req.dest.name}.pull-", dir=req.dest.parent))
+    layers_dir = state / LAYERS_DIR if mode == "overlay" else work / LAYERS_DIR
     source = open_source(ref, req.options)
     try:
         resolved = await resolve(source, ref, req.options)
@@ -100,7 +108,7 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
             store,
             image,
             _keys(req),
-            work / LAYERS_DIR,
+            layers_dir,
             req.unpack,
             req.workers or _default_workers(len(manifest.layers)),
             _progress(say, len(manifest.layers)),
@@ -109,8 +117,14 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
             req.options.retry,
         )
         unpack_s = time.perf_counter() - t1
-        info = mount_image(image, work / LAYERS_DIR, req.dest, req.unpack)
-        say(f"bundle {req.dest}: rootfs ({info.rootfs_entries} entries) + config.json, args {info.args}")
+        info = mount_image(image, layers_dir, req.dest, req.unpack, mode, state)
+        say(
+            f"bundle {req.dest}: rootfs ({info.rootfs_entries} entries, {mode}) + config.json, args {info.args}"
+        )
+    except BaseException:
+        if mode == "overlay":
+            unmount_rootfs(req.dest / "rootfs", state)  # mount_image left nothing mounted; drop the layers
+        raise
     finally:
         await source.aclose()
         shutil.rmtree(work, ignore_errors=True)
@@ -121,6 +135,8 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
         "verdict": verdict,
         "layers": [r.summary() for r in layers],
         "bundle": str(req.dest),
+        "rootfs_mode": mode,
+        "overlay_state": str(state) if mode == "overlay" else None,
         "unpacked_bytes": sum(r.bytes for r in layers),
         "fetch_and_unpack_seconds": round(unpack_s, 3),
         "seconds": round(time.perf_counter() - started, 3),

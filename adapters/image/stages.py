@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from adapters.registry.layout import OciLayout
 from adapters.registry.media import Descriptor, Manifest, media_type_of, parse_manifest
@@ -25,9 +25,19 @@ from adapters.registry.pull import load_config
 
 from .bundle import runtime_config
 from .errors import BundleError
-from .pipeline import LayerJob, LayerResult, Progress, layer_dir, load_tree, unpack_layers
+from .overlay import (
+    RootfsMode,
+    converted_marker,
+    count_entries,
+    mount_overlay,
+    prepare_lowers,
+    resolve_mode,
+    unmount_rootfs,
+    unmount_under,
+)
+from .pipeline import LayerJob, LayerResult, Progress, load_tree, unpack_layers
 from .rootfs import compose
-from .unpack import UnpackPolicy
+from .unpack import LayerTree, UnpackPolicy
 
 LAYERS_DIR = "layers"
 
@@ -88,37 +98,88 @@ class BundleInfo:
     rootfs_entries: int
     args: list[str]
     seconds: float
+    mode: Literal["overlay", "copy"] = "copy"
+    """How the rootfs was composed: ``overlay`` (mounted; see ``overlay_state``) or ``copy``."""
+    overlay_state: Path | None = None
 
 
-def mount_image(image: StoredImage, layers_dir: Path, bundle: Path, policy: UnpackPolicy) -> BundleInfo:
+def overlay_state_for(bundle: Path) -> Path:
+    """Where an overlay bundle keeps its upper and work dirs: a hidden sibling of the bundle."""
+    return bundle.with_name(f".{bundle.name}.overlay")
+
+
+def _load_trees(image: StoredImage, layers_dir: Path) -> list[LayerTree]:
+    trees, seen = [], set()
+    for diff_id in image.diff_ids:
+        if diff_id not in seen:
+            seen.add(diff_id)
+            trees.append(load_tree(layers_dir, diff_id))
+    return trees
+
+
+def _compose_copy(trees: list[LayerTree], rootfs: Path, policy: UnpackPolicy) -> int:
+    if any(converted_marker(t.path).exists() for t in trees):
+        raise BundleError("The layers are in use as overlay lower dirs; run image.decrypt again to copy.")
+    return compose(trees, rootfs, policy.strict_whiteouts)
+
+
+def mount_image(
+    image: StoredImage,
+    layers_dir: Path,
+    bundle: Path,
+    policy: UnpackPolicy,
+    mode: RootfsMode = "copy",
+    overlay_state: Path | None = None,
+) -> BundleInfo:
     """Compose the unpacked layers into ``bundle/rootfs`` and write ``bundle/config.json``.
 
-    ``bundle`` must not exist yet; the layer directories are consumed.
+    ``bundle`` must not exist yet. ``copy`` consumes the layer directories; ``overlay`` keeps them as
+    lower dirs and mounts ``bundle/rootfs`` with upper/work in ``overlay_state`` (default: a hidden
+    sibling of the bundle); ``auto`` takes overlay when usable. Tear down with ``unmount_rootfs``.
     """
     started = time.perf_counter()
     if bundle.exists():
         raise BundleError(f"The bundle destination {bundle} already exists; remove it or pick another.")
     bundle.parent.mkdir(parents=True, exist_ok=True)
+    state = overlay_state or overlay_state_for(bundle)
+    used = resolve_mode(mode, state.parent)
     tmp = bundle.with_name(f".{bundle.name}.{os.getpid()}.partial")
+    unmount_under(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        trees, seen = [], set()
-        for diff_id in image.diff_ids:
-            if diff_id not in seen:
-                seen.add(diff_id)
-                trees.append(load_tree(layers_dir, diff_id))
-        entries = compose(trees, tmp / "rootfs", policy.strict_whiteouts)
+        trees = _load_trees(image, layers_dir)
+        if used == "copy":
+            entries = _compose_copy(trees, tmp / "rootfs", policy)
+        else:
+            (tmp / "rootfs").mkdir(mode=0o755)
+            mount_overlay(prepare_lowers(trees), state, tmp / "rootfs")
+            entries = count_entries(tmp / "rootfs")
         spec = runtime_config(image.config, tmp / "rootfs")
         (tmp / "config.json").write_text(json.dumps(spec, indent=2) + "\n")
         os.rename(tmp, bundle)
-        for diff_id in seen:
-            meta = layer_dir(layers_dir, diff_id)
-            meta.with_name(meta.name + ".json").unlink(missing_ok=True)
+        if used == "copy":
+            for tree in trees:
+                tree.path.with_name(tree.path.name + ".json").unlink(missing_ok=True)
     except FileNotFoundError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, state if used == "overlay" else None)
         raise BundleError("A layer of the image is not unpacked here; run image.decrypt first.") from exc
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp, state if used == "overlay" else None)
         raise
-    return BundleInfo(bundle, entries, list(spec["process"]["args"]), time.perf_counter() - started)
+    return BundleInfo(
+        bundle,
+        entries,
+        list(spec["process"]["args"]),
+        time.perf_counter() - started,
+        used,
+        state if used == "overlay" else None,
+    )
+
+
+def _discard(tmp: Path, state: Path | None) -> None:
+    """Remove a half-made bundle: unmount its overlay first, so nothing is deleted through the mount."""
+    if state is not None:
+        unmount_rootfs(tmp / "rootfs", state)
+    unmount_under(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
