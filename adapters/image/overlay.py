@@ -241,6 +241,15 @@ def mount_options(lowers: Sequence[Path], state: Path) -> str:
     return data
 
 
+def fits_one_mount(lowers: Sequence[Path], state: Path) -> bool:
+    """Whether ``mount_options`` accepts these paths (``auto`` falls back to the copy otherwise)."""
+    try:
+        mount_options(lowers, state)
+    except RootfsMountError:
+        return False
+    return True
+
+
 def mount_overlay(lowers: Sequence[Path], state: Path, target: Path) -> None:
     """Mount the overlay at ``target`` (an existing empty dir) with new ``state/upper`` and ``state/work``.
 

@@ -29,6 +29,8 @@ from .overlay import (
     RootfsMode,
     converted_marker,
     count_entries,
+    fits_one_mount,
+    mount_options,
     mount_overlay,
     prepare_lowers,
     resolve_mode,
@@ -149,6 +151,10 @@ def mount_image(
     tmp.mkdir()
     try:
         trees = _load_trees(image, layers_dir)
+        if used == "overlay" and not fits_one_mount([t.path for t in trees], state):
+            if mode != "auto":
+                mount_options([t.path for t in trees], state)  # the typed error, before any layer changes
+            used = "copy"  # too many layers (or odd paths) for one overlay mount: merge instead
         if used == "copy":
             entries = _compose_copy(trees, tmp / "rootfs", policy)
         else:

@@ -331,3 +331,33 @@ def test_cli_refuses_an_unknown_rootfs_mode(layout: Path, tmp_path: Path) -> Non
     )
     assert proc.returncode == 2 and "--rootfs must be auto, overlay or copy" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def _many_layers(layers: Path, count: int) -> list[str]:
+    """``count`` one-file layer dirs in the unpacker's own format (dir + .json), bottom first."""
+    diff_ids = []
+    for i in range(count):
+        diff_id = f"sha256:{i:064x}"
+        path = layers / diff_id.replace(":", "-")
+        path.mkdir(parents=True)
+        (path / f"f{i}").write_bytes(b"%d" % i)
+        meta = {"entries": 1, "whiteouts": [], "opaque_dirs": [], "lower_links": []}
+        path.with_name(path.name + ".json").write_text(json.dumps(meta))
+        diff_ids.append(diff_id)
+    return diff_ids
+
+
+def test_too_many_layers_for_one_mount(tmp_path: Path, overlay_ok: None, teardown: list[Any]) -> None:
+    """overlay: a typed error with no layer touched; auto: the merged copy (options exceed one page)."""
+    from adapters.image.stages import StoredImage, mount_image
+    from adapters.image.unpack import UnpackPolicy
+
+    diff_ids = _many_layers(tmp_path / "layers", 60)
+    config = {"os": "linux", "config": {"Cmd": ["/f0"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    image = StoredImage("sha256:" + "0" * 64, None, config)  # type: ignore[arg-type]
+    with pytest.raises(RootfsMountError, match="exceed one page"):
+        mount_image(image, tmp_path / "layers", tmp_path / "b1", UnpackPolicy(), "overlay")
+    assert not (tmp_path / "b1").exists() and not list((tmp_path / "layers").glob("*.overlay"))
+    info = mount_image(image, tmp_path / "layers", tmp_path / "b2", UnpackPolicy(), "auto")
+    assert info.mode == "copy" and sorted(os.listdir(tmp_path / "b2/rootfs")) == sorted(f"f{i}" for i in range(60))
+    assert _mounts_under(tmp_path) == []
