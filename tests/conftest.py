@@ -16,10 +16,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the user's real state dir or database."""
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the user's real state dir or database, and none leaves a mount behind
+    (image.mount composes the rootfs with overlayfs when running as root)."""
     monkeypatch.setenv("ENCLAVEFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("ENCLAVEFLOW_DB", raising=False)
+    yield
+    if any(str(tmp_path) in line for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+        from adapters.image.overlay import unmount_under
+
+        unmount_under(tmp_path)
 
 
 def _fresh_pg_database() -> str:

@@ -56,11 +56,11 @@ def pull(
     allow_devices: bool = typer.Option(False, help="create device nodes and fifos found in layers."),
     workers: int | None = typer.Option(None, help="layers unpacked at once (default: CPU count)."),
     rootfs: str = typer.Option(
-        "auto",
+        "copy",
         "--rootfs",
-        help="auto | overlay | copy: mount an overlayfs over the layers (needs root; DIR/rootfs is then "
-        "a mount, unmount it and remove .DIR.overlay when done) or merge a copy; auto picks overlay "
-        "when usable.",
+        help="copy | overlay | auto: merge the layers into a plain DIR/rootfs (default: nothing stays "
+        "mounted after a debugging pull), or mount an overlayfs over them (needs root; unmount with "
+        "'enclaveflow image unmount DIR'); auto picks overlay when usable.",
     ),
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout."),
 ) -> None:
