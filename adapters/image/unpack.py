@@ -247,6 +247,11 @@ class LayerExtractor:
     def _device(self, rel: str, member: tarfile.TarInfo, target: Path) -> None:
         if not self.policy.allow_devices:
             raise DeviceNodeRefused(f"The layer holds the device node or fifo {rel[:120]!r}; refusing it.")
+        if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            # overlayfs reads a 0/0 character device as a whiteout: from a layer it would delete
+            # lower files in overlay mode but not in copy mode. Whiteouts come only as .wh. entries.
+            raise DeviceNodeRefused(f"The layer holds a 0/0 character device {rel[:120]!r} (an overlayfs "
+                                    "whiteout in disguise); refusing it.")
         self._clear(target)
         if member.isfifo():
             os.mkfifo(target, member.mode & 0o777)

@@ -126,6 +126,13 @@ def test_devices_may_be_allowed_for_root(tmp_path: Path, no_keys: object) -> Non
     assert stat.S_ISFIFO(os.lstat(result.tree.path / "pipe").st_mode)
 
 
+def test_zero_zero_char_device_is_refused_even_when_devices_are_allowed(tmp_path: Path, no_keys: object) -> None:
+    job = write_layer(tmp_path, [Entry("ok", data=b"x"), Entry("hidden", "chr", mode=0o600)])  # 0/0: a whiteout
+    with pytest.raises(DeviceNodeRefused, match="whiteout in disguise"):
+        unpack_layers([job], no_keys, tmp_path / "layers", UnpackPolicy(allow_devices=True))
+    assert _leftovers(tmp_path / "layers") == []
+
+
 def test_too_many_entries(tmp_path: Path, no_keys: object) -> None:
     job = write_layer(tmp_path, [Entry(f"f{i}", data=b"") for i in range(50)])
     with pytest.raises(UnpackLimitExceeded, match="entries"):
