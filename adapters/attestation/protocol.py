@@ -7,7 +7,6 @@ shapes (kebab-case keys as kbs-types), the accepted protocol version, the runtim
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -44,9 +43,12 @@ _MAX_STR = 16 * 1024
 _B64URL = re.compile(r"^[A-Za-z0-9_\-]*={0,2}$")
 
 
+_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url_encode(data: bytes) -> str:
     """URL-safe base64 without padding (JOSE)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_STD_TO_URL).decode("ascii")
 
 
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
@@ -205,15 +207,24 @@ _JCS_INT_MAX = 2**53 - 1  # I-JSON safe integers; rfc8785 refuses anything large
 def _plain_ascii(obj: Any, depth: int = 0) -> bool:
     """True for objects made only of ASCII strings, bools, ``None``, safe-range ints and dicts with
     ASCII keys."""
-    if isinstance(obj, str):
-        return obj.isascii()
-    if obj is None or type(obj) is bool:
+    kind = type(obj)
+    if kind is str:
+        return bool(obj.isascii())
+    if obj is None or kind is bool:
         return True
-    if type(obj) is int:
-        return -_JCS_INT_MAX <= obj <= _JCS_INT_MAX
-    if isinstance(obj, dict) and depth < 8:
-        return all(isinstance(k, str) and k.isascii() and _plain_ascii(v, depth + 1) for k, v in obj.items())
-    return False
+    if kind is int:
+        return bool(-_JCS_INT_MAX <= obj <= _JCS_INT_MAX)
+    if kind is not dict or depth >= 8:
+        return False  # str/dict subclasses, floats, lists, ...: the general path
+    for key, value in obj.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        if type(value) is str:
+            if not value.isascii():
+                return False
+        elif not _plain_ascii(value, depth + 1):
+            return False
+    return True
 
 
 def jcs(obj: Any) -> bytes:

@@ -22,7 +22,8 @@ class Metrics:
         )
 
     def inc(self, name: str, **labels: str) -> None:
-        self._counts[name][tuple(sorted(labels.items()))] += 1
+        key = tuple(sorted(labels.items())) if len(labels) > 1 else tuple(labels.items())
+        self._counts[name][key] += 1
 
     def value(self, name: str, **labels: str) -> int:
         return self._counts[name].get(tuple(sorted(labels.items())), 0)

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
@@ -67,9 +67,7 @@ _CONSUME = (
 class SessionStore:
     """Create, read and consume sessions. Each call is one short transaction."""
 
-    def __init__(
-        self, engine: Engine, timeout_s: float = DEFAULT_TIMEOUT_S, sql: HotSql | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, timeout_s: float = DEFAULT_TIMEOUT_S, sql: HotSql | None = None) -> None:
         self._sql = sql if sql is not None else HotSql(engine)
         self.timeout_s = timeout_s
         self._cache: OrderedDict[str, Session] = OrderedDict()
@@ -113,6 +111,8 @@ class SessionStore:
         """Consume the nonce: succeeds once per session, for the session's own nonce only."""
         if self._sql.write(_CONSUME, (token, session.id, nonce, time.time())) != 1:
             raise NonceInvalid("the challenge nonce was already used or has expired; start again with /auth.")
-        attested = replace(session, state="attested", token=token)
+        attested = Session(
+            session.id, session.tee, session.nonce, session.hash_alg, "attested", token, session.expires_at
+        )
         self._remember(attested)
         return attested
