@@ -300,8 +300,8 @@ def write_doc(figures: dict[str, Any]) -> None:
         "same loopback docker-registry, both writing to tmpfs; runs alternate; medians. Peak RSS is "
         "the program's own (`/usr/bin/time`), for theirs the larger of skopeo and umoci. 'pipeline' is "
         "our work inside the process, i.e. the wall time minus the CLI's start-up "
-        f"(`enclaveflow image --help` alone takes {figures['cli_startup_s']} s here, mostly loading "
-        "the engine's and every adapter's command modules).",
+        f"(`enclaveflow image --help` alone takes {figures['cli_startup_s']} s here: the interpreter, "
+        "typer and pydantic; a pull adds its own imports, httpx first among them).",
         "",
         "| image | unpacked | ours wall | ours CPU | ours peak RSS | ours MB/s | skopeo+umoci wall | "
         "their CPU | their peak RSS | wall ratio (target) | ours pipeline | pipeline ratio |",
