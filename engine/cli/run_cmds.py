@@ -81,7 +81,9 @@ def _describe(event: str, frm: str | None, to: str | None, attempt: int | None, 
 def run_cmd(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
     input_json: Annotated[str | None, typer.Option("--input", help="Run input as JSON (or @file.json).")] = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Reuse the run with this key.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Reuse the run with this key.")
+    ] = None,
 ) -> None:
     """Execute one run of a spec in this process, showing its progress; exit 0 on success, 1 on failure.
 
