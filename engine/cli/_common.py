@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +98,3 @@ def pod_from_input(run_input: dict[str, Any]) -> tuple[str | None, str | None, s
 
 def _s(v: Any) -> str | None:
     return None if v is None else str(v)[:253]
-
-
-def first_lines(items: Iterable[str], n: int) -> list[str]:
-    return list(items)[:n]
