@@ -66,15 +66,7 @@ def fetch_blob_blocking(
         except (RegistryUnavailable, RegistryTimeout) as exc:
             if attempt == policy.attempts:
                 raise
-            wait = policy.delay(attempt)
-            retry_after = getattr(exc, "retry_after", None)
-            if retry_after is not None:
-                if retry_after > policy.max_retry_after:
-                    raise RegistryUnavailable(
-                        "The registry asked to retry much later; try again later."
-                    ) from exc
-                wait = max(wait, retry_after)
-            time.sleep(wait)
+            time.sleep(policy.wait_after(attempt, exc, "the registry"))
 
 
 def _connection(url: str, ep: BlobEndpoint) -> http.client.HTTPConnection:

@@ -38,6 +38,21 @@ class RetryPolicy:
         base = min(self.initial * self.multiplier ** (attempt - 1), self.maximum)
         return base * (0.8 + 0.4 * random.random())  # noqa: S311 - jitter, not crypto
 
+    def wait_after(self, attempt: int, exc: Exception, host: str) -> float:
+        """How long to wait after failed try ``attempt``: the backoff delay, or the registry's
+        ``Retry-After`` when longer; a ``Retry-After`` beyond ``max_retry_after`` fails at once."""
+        wait = self.delay(attempt)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None:
+            return wait
+        if retry_after > self.max_retry_after:
+            from .errors import RegistryUnavailable
+
+            raise RegistryUnavailable(
+                f"{host} asked to retry after {retry_after:.0f}s, longer than allowed; try later."
+            ) from exc
+        return float(max(wait, retry_after))
+
 
 @dataclass(frozen=True)
 class ClientOptions:

@@ -85,16 +85,7 @@ class RegistryTransport:
             except (RegistryUnavailable, RegistryTimeout) as exc:
                 if attempt == policy.attempts:
                     raise
-                wait = policy.delay(attempt)
-                retry_after = getattr(exc, "retry_after", None)
-                if retry_after is not None:
-                    if retry_after > policy.max_retry_after:
-                        raise RegistryUnavailable(
-                            f"{self.host} asked to retry after {retry_after:.0f}s, "
-                            "longer than allowed; try later."
-                        ) from exc
-                    wait = max(wait, retry_after)
-                await asyncio.sleep(wait)
+                await asyncio.sleep(policy.wait_after(attempt, exc, self.host))
         raise AssertionError("unreachable")
 
     # ---------------------------------------------------------------- one attempt
