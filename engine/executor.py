@@ -34,6 +34,8 @@ T = TypeVar("T")
 Observer = Callable[[Sequence[AuditRecord]], None]
 SessionFactory = Callable[[ActiveRun, str], Any]
 COMMIT_RETRIES = 5
+WAL_CHECKPOINT_INTERVAL = 0.5
+WAL_AUTOCHECKPOINT_PAGES = 10000  # the connection default set in db.py
 
 
 def default_owner() -> str:
@@ -83,6 +85,9 @@ class Worker:
                        asyncio.create_task(self._renewer(), name="renewer")]
         if self.claiming:
             self._tasks.append(asyncio.create_task(self._claimer(), name="claimer"))
+        if not self.store.postgres:
+            self.store.hot.set_autocheckpoint(0)
+            self._tasks.append(asyncio.create_task(self._checkpointer(), name="wal-checkpointer"))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming, let in-flight steps finish (up to ``grace``), release leases, checkpoint."""
@@ -101,6 +106,9 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._in_db(self.store.release, self.owner, held)
         await self._in_db(self.store.checkpoint)
+        if not self.store.postgres:
+            await self._in_db(self.store.wal_checkpoint)
+            self.store.hot.set_autocheckpoint(WAL_AUTOCHECKPOINT_PAGES)
         self._db.shutdown(wait=True)
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -296,6 +304,15 @@ class Worker:
         if prev and prev != self.owner:
             run.audit("lease.takeover", from_state=run.state, outcome="ok", data={"previous_owner": prev})
         self._start_driving(run)
+
+    async def _checkpointer(self) -> None:
+        """SQLite: checkpoint the WAL from the DB thread, off the commit path (see set_autocheckpoint)."""
+        while True:
+            await asyncio.sleep(WAL_CHECKPOINT_INTERVAL)
+            try:
+                await self._in_db(self.store.wal_checkpoint)
+            except sa.exc.DBAPIError as exc:
+                log.warning("WAL checkpoint failed: %s; will retry", exc.orig)
 
     async def _renewer(self) -> None:
         while True:

@@ -311,6 +311,15 @@ class HotWriter:
         else:
             cur.execute("COMMIT")
 
+    def set_autocheckpoint(self, pages: int) -> None:
+        """SQLite: how many WAL pages make a commit on this connection checkpoint the WAL itself.
+
+        The executor sets 0 while it runs a background checkpointer, so no step commit ever pays for
+        copying the WAL back into the database (tens of milliseconds every few thousand commits)."""
+        if not self.postgres:
+            with self._lock:
+                self._conn().driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+
     def set_head(self, seq: int, hash_: str) -> None:
         """Tell the cache where the chain head is after another write path on this thread moved it."""
         self._head = (seq, hash_)

@@ -178,6 +178,13 @@ class Store:
         """
         return self.hot.commit(batch)
 
+    def wal_checkpoint(self) -> None:
+        """SQLite: copy committed WAL pages back into the database without blocking writers."""
+        if not self.postgres:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.rollback()
+
     def run_status(self, run_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar()
