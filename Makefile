@@ -39,17 +39,18 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/enclaveflow demo
 
+# A free loopback port for the throwaway PostgreSQL cluster (nothing else may be using a fixed one).
+FREE_PORT = $$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
 # The suite needs a throwaway PostgreSQL cluster; it is started here and stopped whatever happens.
 test: install
-	@bash tests/support/pgcluster.sh start build/pg 55432 >/dev/null
-	@set +e; ENCLAVEFLOW_TEST_PG_URL=postgresql+psycopg://postgres@127.0.0.1:55432/postgres \
-	  $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	@set +e; url=$$(bash tests/support/pgcluster.sh start build/pg $(FREE_PORT)) || exit 1; \
+	  ENCLAVEFLOW_TEST_PG_URL=$$url $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
 	  bash tests/support/pgcluster.sh stop build/pg >/dev/null; exit $$rc
 
 bench: install
-	@bash tests/support/pgcluster.sh start build/pg-bench 55433 >/dev/null
-	@set +e; ENCLAVEFLOW_TEST_PG_URL=postgresql+psycopg://postgres@127.0.0.1:55433/postgres \
-	  $(PY) tests/benchmarks/run.py $(BENCH); rc=$$?; \
+	@set +e; url=$$(bash tests/support/pgcluster.sh start build/pg-bench $(FREE_PORT)) || exit 1; \
+	  ENCLAVEFLOW_TEST_PG_URL=$$url $(PY) tests/benchmarks/run.py $(BENCH); rc=$$?; \
 	  bash tests/support/pgcluster.sh stop build/pg-bench >/dev/null; exit $$rc
 
 lint: install

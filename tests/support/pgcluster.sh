@@ -12,7 +12,8 @@ case "$cmd" in
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
     as_pg "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200" -w start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=200" -w start >/dev/null \
+      || { echo "PostgreSQL did not start; its log says:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
     echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
     ;;
   stop)
