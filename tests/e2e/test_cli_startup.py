@@ -37,7 +37,7 @@ PROBE = textwrap.dedent("""
         code = exc.code
     sys.stdout.flush()
     with open(sys.argv[2], "w") as fh:
-        json.dump({"code": code, "modules": sorted(sys.modules)}, fh)
+        json.dump({"code": code, "modules": sorted(k for k, v in sys.modules.items() if v is not None)}, fh)
 """)
 
 HEAVY = ("sqlalchemy", "alembic", "httpx", "cryptography", "starlette", "uvicorn", "jwt", "yaml")
