@@ -43,15 +43,18 @@ demo: install
 FREE_PORT = $$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # The suite needs a throwaway PostgreSQL cluster; it is started here and stopped whatever happens.
+# Its data lives under /tmp: the postgres user must reach it, whatever folder the checkout is in.
 test: install
-	@set +e; url=$$(bash tests/support/pgcluster.sh start build/pg $(FREE_PORT)) || exit 1; \
+	@set +e; dir=$$(mktemp -u /tmp/enclaveflow-pg.XXXXXX); \
+	  url=$$(bash tests/support/pgcluster.sh start $$dir $(FREE_PORT)) || exit 1; \
 	  ENCLAVEFLOW_TEST_PG_URL=$$url $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
-	  bash tests/support/pgcluster.sh stop build/pg >/dev/null; exit $$rc
+	  bash tests/support/pgcluster.sh stop $$dir >/dev/null; rm -rf $$dir; exit $$rc
 
 bench: install
-	@set +e; url=$$(bash tests/support/pgcluster.sh start build/pg-bench $(FREE_PORT)) || exit 1; \
+	@set +e; dir=$$(mktemp -u /tmp/enclaveflow-pg.XXXXXX); \
+	  url=$$(bash tests/support/pgcluster.sh start $$dir $(FREE_PORT)) || exit 1; \
 	  ENCLAVEFLOW_TEST_PG_URL=$$url $(PY) tests/benchmarks/run.py $(BENCH); rc=$$?; \
-	  bash tests/support/pgcluster.sh stop build/pg-bench >/dev/null; exit $$rc
+	  bash tests/support/pgcluster.sh stop $$dir >/dev/null; rm -rf $$dir; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check engine adapters tests
