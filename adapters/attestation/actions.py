@@ -29,6 +29,7 @@ from engine.errors import InvalidParams
 from .agent.client import AttestationState, KbsClient, resource_path_of
 from .agent.evidence import EvidenceProvider, make_provider
 from .agent.keys import TeeKeyPair
+from .errors import AttestationRejected
 from .key_source import KbsKeySource
 
 STATE_OBJECT = "attestation.state"
@@ -51,8 +52,16 @@ class ConnectionParams(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=300, description="Per-request KBS timeout.")
 
 
+EAR_ORDER = ("affirming", "warning", "contraindicated")
+
+
 class AttestParams(ConnectionParams):
     force: bool = Field(default=False, description="Re-attest even if a valid token is cached.")
+    require_status: Literal["affirming", "warning", "any"] = Field(
+        default="affirming",
+        description="The least EAR status the token must carry; a worse appraisal fails this state with "
+        "AttestationRejected instead of surfacing later as a refused key. 'any' keeps every token.",
+    )
 
 
 class AttestResult(BaseModel):
@@ -123,6 +132,20 @@ def _remember_token(session: EnclaveSession, client: KbsClient) -> None:
     session.keyring.put(TOKEN_OBJECT, token.token if token is not None else None)
 
 
+def _check_status(required: str, status: str | None, launch_digest: str | None) -> None:
+    """Refuse a token whose appraisal is worse than ``required``, saying what to register."""
+    if required == "any":
+        return
+    rank = EAR_ORDER.index(status) if status in EAR_ORDER else len(EAR_ORDER)
+    if rank <= EAR_ORDER.index(required):
+        return
+    what = f"launch digest {launch_digest}" if launch_digest else "this enclave's measurements"
+    raise AttestationRejected(
+        f"The KBS appraised this enclave as {status or 'unknown'!r}, not {required!r}: register reference "
+        f"values for {what} with 'enclaveflow kbs reference-value add', or check its debug flag and SVN."
+    )
+
+
 async def attest(params: AttestParams, ctx: ActionContext, idempotency_key: str) -> AttestResult:
     """Attest this enclave to the KBS (RCAR) and keep the token and TEE key in the keyring."""
     started = time.monotonic()
@@ -130,6 +153,7 @@ async def attest(params: AttestParams, ctx: ActionContext, idempotency_key: str)
     async with _client(params, session) as client:
         before = client.state.attestations
         token = await client.attest(force=params.force)
+        _check_status(params.require_status, token.ear_status, getattr(client.provider, "launch_digest", None))
         _remember_token(session, client)
         reused = client.state.attestations == before
     return AttestResult(

@@ -311,3 +311,19 @@ async def test_platform_key_param_and_missing_key(
     assert session.keyring.get(TOKEN_OBJECT) is None
     out = await registry.call("attestation.attest", {"platform_key": str(platform[0])}, _ctx(session), "k")
     assert out["ear_status"] == "affirming"
+
+
+@pytest.mark.parametrize("required,status,ok", [
+    ("affirming", "affirming", True), ("affirming", "warning", False), ("affirming", "contraindicated", False),
+    ("affirming", None, False), ("warning", "warning", True), ("warning", "contraindicated", False),
+    ("any", "contraindicated", True), ("any", None, True),
+])
+def test_attest_refuses_a_worse_appraisal_than_required(required: str, status: str | None, ok: bool) -> None:
+    from adapters.attestation.actions import _check_status
+    from adapters.attestation.errors import AttestationRejected
+
+    if ok:
+        _check_status(required, status, "ab" * 48)
+    else:
+        with pytest.raises(AttestationRejected, match="register reference values for launch digest abab"):
+            _check_status(required, status, "ab" * 48)
