@@ -18,14 +18,13 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..protocol import ResourcePath
+from .attestation.appraisal import load_policy_model
 from .attestation.service import status_of_claims, tee_of_claims
-from .errors import PolicyDeny, PolicyInvalid
+from .errors import PolicyDeny
 
-MAX_POLICY_BYTES = 64 * 1024
 Status = Literal["affirming", "warning", "contraindicated", "none"]
 _AFFIRMING: tuple[Status, ...] = ("affirming",)
 DEFAULT_RESOURCE_POLICY = """\
@@ -54,18 +53,7 @@ class ResourcePolicy(BaseModel):
 
 
 def parse_resource_policy(text: str) -> ResourcePolicy:
-    if len(text.encode()) > MAX_POLICY_BYTES:
-        raise PolicyInvalid(f"resource policy is larger than {MAX_POLICY_BYTES} bytes.")
-    try:
-        return ResourcePolicy.model_validate(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise PolicyInvalid("resource policy is not valid YAML.") from exc
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise PolicyInvalid(
-            f"resource policy is invalid at {where or 'top level'}: {err.get('msg')}."
-        ) from exc
+    return load_policy_model(ResourcePolicy, text, "resource policy")
 
 
 def check_access(

@@ -14,23 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import PolicyInvalid
 
-TRUST_CLAIMS: tuple[str, ...] = (
-    "instance-identity",
-    "configuration",
-    "executables",
-    "file-system",
-    "hardware",
-    "runtime-opaque",
-    "storage-opaque",
-    "sourced-data",
-)
 TrustClaim = Literal[
     "instance-identity",
     "configuration",
@@ -41,8 +31,24 @@ TrustClaim = Literal[
     "storage-opaque",
     "sourced-data",
 ]
+TRUST_CLAIMS: tuple[str, ...] = get_args(TrustClaim)
 Op = Literal["eq", "ne", "in", "not_in", "ge", "gt", "le", "lt"]
 MAX_POLICY_BYTES = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_policy_model(model: type[M], text: str, what: str) -> M:
+    """Parse bounded policy YAML into ``model``; ``PolicyInvalid`` naming the first problem otherwise."""
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise PolicyInvalid(f"{what} is larger than {MAX_POLICY_BYTES} bytes.")
+    try:
+        return model.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        raise PolicyInvalid(f"{what} is not valid YAML.") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise PolicyInvalid(f"{what} is invalid at {where or 'top level'}: {err.get('msg')}.") from exc
 _MISSING = object()
 
 
@@ -85,18 +91,7 @@ class AppraisalPolicy(BaseModel):
 
 def parse_policy(text: str) -> AppraisalPolicy:
     """Parse and validate policy YAML; ``PolicyInvalid`` with the first problem otherwise."""
-    if len(text.encode()) > MAX_POLICY_BYTES:
-        raise PolicyInvalid(f"appraisal policy is larger than {MAX_POLICY_BYTES} bytes.")
-    try:
-        return AppraisalPolicy.model_validate(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise PolicyInvalid("appraisal policy is not valid YAML.") from exc
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise PolicyInvalid(
-            f"appraisal policy is invalid at {where or 'top level'}: {err.get('msg')}."
-        ) from exc
+    return load_policy_model(AppraisalPolicy, text, "appraisal policy")
 
 
 def default_policy_text() -> str:
