@@ -60,17 +60,6 @@ FROM due WHERE r.id = due.id
 RETURNING r.*
 """)
 
-# The mutable part of a run row: a step writes all of it, guarded by owner + fencing.
-_MUTABLE = ("state", "status", "phase", "context", "attempt", "state_entered_us", "next_attempt_us",
-            "lease_owner", "lease_expires_us", "error_type", "error_detail", "updated_us")
-_STEP_UPDATE = runs.update().where(
-    runs.c.id == sa.bindparam("b_id"), runs.c.fencing == sa.bindparam("b_fencing"),
-    runs.c.lease_owner == sa.bindparam("b_owner"),
-).values({c: sa.bindparam(c) for c in _MUTABLE})
-_CONSUME_EVENT = events.update().where(events.c.id == sa.bindparam("e_id")).values(
-    consumed_us=sa.bindparam("e_at"))
-
-
 @dataclass
 class StepCommit:
     """Everything one step changes, committed together (or not at all if the lease was lost)."""
