@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from .actions import ActionRegistry
-from .audit import AuditRecord, dump_data
+from .audit import AuditRecord
 from .errors import PermanentError
 from .machine import CompiledSpec, compile_spec
 from .run_state import ActiveRun, now_us
@@ -331,4 +331,4 @@ class Worker:
                     task.cancel()
 
 
-__all__ = ["Worker", "default_owner", "AuditRecord", "dump_data"]
+__all__ = ["Observer", "SessionFactory", "Worker", "default_owner"]
