@@ -11,9 +11,9 @@ BENCH ?= all
 PYTEST_ARGS ?=
 
 # System programs the tests and the demo use (see ../shared/COMPONENTS.md).
-APT_PACKAGES := docker-registry apache2-utils skopeo umoci busybox-static runc softhsm2 gnupg postgresql graphviz
+APT_PACKAGES := docker-registry apache2-utils skopeo umoci busybox-static runc bubblewrap softhsm2 gnupg postgresql graphviz
 # A program from each package, to tell quickly whether anything is missing.
-SYS_PROGRAMS := docker-registry htpasswd skopeo umoci busybox runc softhsm2-util gpg dot /usr/lib/postgresql/15/bin/initdb
+SYS_PROGRAMS := docker-registry htpasswd skopeo umoci busybox runc bwrap softhsm2-util gpg dot /usr/lib/postgresql/15/bin/initdb
 
 .PHONY: install demo test bench lint clean sysdeps pydeps
 

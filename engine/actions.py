@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,9 +45,25 @@ class ActionContext:
     results: Mapping[str, Any] = field(default_factory=dict)
     session: Any = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    pod: tuple[str | None, str | None, str | None] = (None, None, None)
 
 
 ActionFn = Callable[[Any, ActionContext, str], Awaitable[Any]]
+
+
+class EnclaveDispatch(Protocol):
+    """Where ``runs_in: enclave`` actions go instead of this process: the run's enclave agent.
+
+    Supplied by whoever wires the engine (the daemon, ``enclaveflow launch``, tests); the engine knows
+    nothing about agents. It receives params already validated against the action's params model
+    and returns the action's result as JSON data, which the engine validates again against the
+    result model before anything is stored. ``timeout`` is the attempt's remaining time: the call's
+    deadline. Failures are ``ActionError``s with the names the action raised in the enclave.
+    """
+
+    async def __call__(
+        self, action: str, params: dict[str, Any], ctx: ActionContext, idempotency_key: str, timeout: float
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -127,26 +143,29 @@ class ActionRegistry:
     ) -> dict[str, Any]:
         """Validate params, run the action, validate and return its result as plain JSON data."""
         action = self.get(name)
-        try:
-            params = action.params_model.model_validate(dict(raw_params))
-        except ValidationError as exc:
-            raise InvalidParams(f"params for {name} are invalid: {_first_error(exc)}") from None
+        params = _validate_params(action, raw_params)
         try:
             result = await action.fn(params, ctx, idempotency_key)
         except ActionError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to the taxonomy, never swallowed
             raise as_action_error(exc) from exc
-        if result is None and action.result_model is EmptyModel:
-            return {}
-        if isinstance(result, action.result_model):
-            dumped: dict[str, Any] = result.model_dump(mode="json")
-            return dumped
-        try:
-            validated: dict[str, Any] = action.result_model.model_validate(result).model_dump(mode="json")
-            return validated
-        except ValidationError as exc:
-            raise InvalidResult(f"{name} returned an invalid result: {_first_error(exc)}") from None
+        return _validate_result(action, result)
+
+    async def call_remote(
+        self, dispatch: EnclaveDispatch, name: str, raw_params: Mapping[str, Any], ctx: ActionContext,
+        idempotency_key: str, timeout: float,
+    ) -> dict[str, Any]:
+        """Like ``call``, but the action runs wherever ``dispatch`` sends it (the run's enclave).
+
+        Params are checked here first, so a bad spec fails on the host without a round trip, and
+        the remote result is checked against the result model, so whatever the far side returns,
+        only the declared secret-free fields reach the database.
+        """
+        action = self.get(name)
+        params = _validate_params(action, raw_params).model_dump(mode="json")
+        result = await dispatch(name, params, ctx, idempotency_key, timeout)
+        return _validate_result(action, result)
 
     def load_entry_points(self, groups: Iterable[str] = (ENTRY_POINT_GROUP,)) -> list[str]:
         """Let installed adapters register their actions; returns the entry-point names loaded.
@@ -166,6 +185,27 @@ class ActionRegistry:
                 register(self)
                 loaded.append(ep.name)
         return loaded
+
+
+def _validate_params(action: Action[Any, Any], raw_params: Mapping[str, Any]) -> BaseModel:
+    try:
+        params: BaseModel = action.params_model.model_validate(dict(raw_params))
+        return params
+    except ValidationError as exc:
+        raise InvalidParams(f"params for {action.name} are invalid: {_first_error(exc)}") from None
+
+
+def _validate_result(action: Action[Any, Any], result: Any) -> dict[str, Any]:
+    if result is None and action.result_model is EmptyModel:
+        return {}
+    if isinstance(result, action.result_model):
+        dumped: dict[str, Any] = result.model_dump(mode="json")
+        return dumped
+    try:
+        validated: dict[str, Any] = action.result_model.model_validate(result).model_dump(mode="json")
+        return validated
+    except ValidationError as exc:
+        raise InvalidResult(f"{action.name} returned an invalid result: {_first_error(exc)}") from None
 
 
 def _valid_name(name: str) -> bool:

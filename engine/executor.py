@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from .actions import ActionRegistry
+from .actions import ActionRegistry, EnclaveDispatch
 from .audit import AuditRecord
 from .errors import PermanentError
 from .machine import CompiledSpec, compile_spec
@@ -49,13 +49,14 @@ class Worker:
         self, store: Store, registry: ActionRegistry, *, owner: str | None = None, concurrency: int = 200,
         lease_ttl: float = 30.0, poll_interval: float = 0.5, batch_max: int = 500,
         session_factory: SessionFactory | None = None, observer: Observer | None = None,
-        only_runs: Sequence[str] = (), claim: bool = True,
+        only_runs: Sequence[str] = (), claim: bool = True, enclave_dispatch: EnclaveDispatch | None = None,
     ) -> None:
         self.store, self.registry = store, registry
         self.owner = owner or default_owner()
         self.concurrency, self.lease_ttl, self.poll_interval = concurrency, lease_ttl, poll_interval
         self.batch_max = batch_max
         self.session_factory, self.observer = session_factory, observer
+        self.enclave_dispatch = enclave_dispatch
         self.only_runs = list(only_runs)
         self.claiming = claim
         self._db = ThreadPoolExecutor(1, thread_name_prefix="enclaveflow-db")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from .actions import ActionContext, ActionRegistry
+from .actions import ActionContext, ActionRegistry, EnclaveDispatch
 from .errors import ActionError, Cancelled, DeadlineExceeded, Timeout, as_action_error
 from .retry import RetryPolicy, decide
 from .run_state import ActiveRun, now_us
@@ -32,6 +32,8 @@ class WorkerHooks(Protocol):
 
     async def commit(self, run: ActiveRun, consume_event_id: int | None = None) -> None: ...
     async def pending_event(self, run_id: str, name: str) -> tuple[int, dict[str, Any]] | None: ...
+    enclave_dispatch: EnclaveDispatch | None
+
     def session_for(self, run: ActiveRun, runs_in: str) -> Any: ...
     def track_inflight(self, run_id: str, task: asyncio.Task[Any] | None) -> None: ...
 
@@ -106,12 +108,16 @@ class RunDriver:
         params = resolve(raw_params, run.scope())
         ctx = ActionContext(run_id=run.id, workflow=run.workflow, state=run.state, attempt=attempt,
                             input=run.context.get("input", {}), results=run.results,
-                            session=self.w.session_for(run, runs_in))
+                            session=self.w.session_for(run, runs_in), pod=run.pod)
+        # runs_in: enclave goes to the run's enclave agent when the wiring supplies one.
+        dispatch = self.w.enclave_dispatch if runs_in == "enclave" else None
         # The driver task itself is what a cancel request interrupts, and only while it is in here.
         me = asyncio.current_task()
         self.w.track_inflight(run.id, me)
         try:
             async with asyncio.timeout(timeout):
+                if dispatch is not None:
+                    return await self.w.registry.call_remote(dispatch, action, params, ctx, key, timeout)
                 return await self.w.registry.call(action, params, ctx, key)
         except TimeoutError:
             raise Timeout(f"{action} did not finish within {timeout:g}s") from None

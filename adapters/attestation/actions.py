@@ -36,6 +36,7 @@ STATE_OBJECT = "attestation.state"
 TOKEN_OBJECT = "attestation.token"
 TEE_KEY_OBJECT = "attestation.tee_key"
 PROVIDER_OBJECT = "attestation.provider"
+TEE_KEYPAIR_OBJECT = "attestation.tee_keypair"
 MAX_KEY_IDS = 256
 _KID_FIELDS = ("kids", "key_ids", "required_kids")
 
@@ -120,7 +121,10 @@ def _client(params: ConnectionParams, session: EnclaveSession) -> KbsClient:
         tee,
         params.key_algorithm,
     ):
-        state = AttestationState(TeeKeyPair.generate(params.key_algorithm))
+        # The enclave agent makes its TEE key pair at start (its fingerprint is part of its identity).
+        made = keyring.get(TEE_KEYPAIR_OBJECT)
+        pair = made if isinstance(made, TeeKeyPair) and made.algorithm == params.key_algorithm else None
+        state = AttestationState(pair or TeeKeyPair.generate(params.key_algorithm))
     keyring.put(STATE_OBJECT, state)
     keyring.put(TEE_KEY_OBJECT, state.key.private_key)
     ca = params.ca or config.get("kbs_ca")

@@ -7,7 +7,7 @@ report data contents beyond what is public, or evidence signatures.
 
 from __future__ import annotations
 
-from engine.errors import PermanentError
+from engine.errors import PermanentError, TransientError
 
 
 class TeeError(PermanentError):
@@ -40,3 +40,42 @@ class PlatformKeyInvalid(TeeError):
 
 class MeasurementError(TeeError):
     """The launch measurement could not be computed (unreadable code file, config not JSON-able)."""
+
+
+# -- the enclave and its agent ------------------------------------------------------------------------
+
+
+class EnclaveLost(TransientError):
+    """The pod's enclave is gone (agent killed, OOM, host reboot): its keyring and storage died with it.
+
+    The engine reacts to this name: the run goes to the spec's ``on_enclave_lost`` state (rebuild the
+    enclave, attest again), up to ``max_enclave_rebuilds``.
+    """
+
+
+class AgentUnavailable(TransientError):
+    """The enclave is alive but its agent did not answer (starting, busy, or a broken connection)."""
+
+
+class EnclaveStartFailed(PermanentError):
+    """The sandbox tool could not start the enclave (bad config, missing program, no namespaces)."""
+
+
+class AgentProtocolError(PermanentError):
+    """The agent refused a call as malformed: unknown action, bad params, missing deadline, too large."""
+
+
+class MissingDeadline(AgentProtocolError):
+    """An agent call came without a deadline; every call must carry one so nothing hangs forever."""
+
+
+class MessageTooLarge(AgentProtocolError):
+    """A request or reply was larger than the agent's message limit."""
+
+
+class AgentBusy(TransientError):
+    """The agent is already running its maximum number of concurrent calls."""
+
+
+class QuotingUnavailable(TransientError):
+    """The host's quoting service did not answer the agent (its worker is restarting, or it refused)."""

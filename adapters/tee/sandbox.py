@@ -1,0 +1,110 @@
+"""The sim enclave's sandbox: the bubblewrap command line that puts an agent in its own namespaces.
+
+bubblewrap (Debian's ``bwrap``) does the namespace and mount work; this module only decides what the
+enclave may see, as a pure function that is unit-tested without starting anything:
+
+- new mount, pid, ipc and uts namespaces (the network namespace is the pod's; without a pod network
+  that is the host's);
+- a root made of read-only binds of what the agent needs to run: the system's ``/usr`` (and the
+  ``/bin``, ``/lib`` ... links), a few files of ``/etc``, the Python installation, the virtual
+  environment and the project's ``engine/`` and ``adapters/`` code, plus ``/sys`` (read-only) with
+  ``/sys/fs/cgroup`` writable for runc, a fresh ``/proc`` and a minimal ``/dev``;
+- ONE writable place, a private tmpfs of the configured size at ``/enclave`` (``/tmp`` points into it);
+- the per-pod directory (sockets only) at ``/run/enclaveflow/pod``;
+- the enclave config as a read-only file whose bytes bwrap reads from a pipe: the launcher measured
+  exactly those bytes, and nothing on the host can change them afterwards.
+
+What the enclave cannot see: the host database, ``ENCLAVEFLOW_HOME``, the platform key, other pods'
+directories, the rest of the host's file system. Limit of the sim: root on the host can still enter
+these namespaces; on SGX the same boundary is enforced by the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BWRAP = "bwrap"
+ENCLAVE_ROOT = "/enclave"
+POD_DIR_INSIDE = "/run/enclaveflow/pod"
+CONFIG_INSIDE = "/config/enclave.json"
+ETC_ENTRIES = ("passwd", "group", "nsswitch.conf", "hosts", "resolv.conf", "host.conf", "ssl",
+               "ca-certificates", "localtime", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")
+TOP_LINKS = ("bin", "lib", "lib32", "lib64", "sbin")
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """Everything the launcher decided about one enclave's sandbox."""
+
+    pod_uid: str
+    pod_dir: Path
+    storage_bytes: int
+    code_dirs: tuple[Path, ...]
+    config_fd: int
+    info_fd: int
+    ready_fd: int
+    python: str = sys.executable
+
+
+def python_dirs() -> tuple[Path, ...]:
+    """The interpreter's installation and the virtual environment, whatever they are called."""
+    dirs = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    exe = Path(sys.executable)
+    dirs.add(exe.parent.resolve())
+    dirs.add(exe.resolve().parent)
+    return tuple(sorted(dirs))
+
+
+def _minimal(paths: list[Path]) -> list[Path]:
+    """Drop paths that lie under another path of the list (their parent's bind covers them)."""
+    out: list[Path] = []
+    for p in sorted(set(paths), key=lambda x: len(x.parts)):
+        if not any(p == q or q in p.parents for q in out):
+            out.append(p)
+    return sorted(out)
+
+
+def bwrap_argv(plan: SandboxPlan, agent_args: list[str]) -> list[str]:
+    """The full ``bwrap ... -- python -m adapters.tee.agent ...`` command for ``plan``."""
+    argv = [BWRAP, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", f"enclave-{plan.pod_uid[:40]}",
+            "--new-session", "--cap-add", "ALL", "--ro-bind", "/usr", "/usr"]
+    for name in TOP_LINKS:
+        top = Path("/") / name
+        if top.is_symlink():
+            argv += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            argv += ["--ro-bind", str(top), str(top)]
+    for name in ETC_ENTRIES:
+        entry = Path("/etc") / name
+        if entry.exists():
+            argv += ["--ro-bind", str(entry), str(entry)]
+    usr = Path("/usr")
+    for d in _minimal([*python_dirs(), *plan.code_dirs]):
+        if d == usr or usr in d.parents:
+            continue  # already visible through /usr
+        argv += ["--ro-bind", str(d), str(d)]
+    argv += [
+        "--ro-bind", "/sys", "/sys", "--bind", "/sys/fs/cgroup", "/sys/fs/cgroup",
+        "--proc", "/proc", "--dev", "/dev",
+        "--perms", "0700", "--size", str(plan.storage_bytes), "--tmpfs", ENCLAVE_ROOT,
+        "--symlink", f"{ENCLAVE_ROOT}/tmp", "/tmp",
+        "--bind", str(plan.pod_dir), POD_DIR_INSIDE,
+        "--perms", "0400", "--ro-bind-data", str(plan.config_fd), CONFIG_INSIDE,
+        "--chdir", ENCLAVE_ROOT,
+        "--clearenv", "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--setenv", "HOME", ENCLAVE_ROOT, "--setenv", "TMPDIR", f"{ENCLAVE_ROOT}/tmp",
+        "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "LANG", "C.UTF-8",
+        "--info-fd", str(plan.info_fd),
+        "--", plan.python, "-m", "adapters.tee.agent", *agent_args,
+    ]
+    return argv
+
+
+def agent_argv(plan: SandboxPlan) -> list[str]:
+    """The agent's own arguments, with paths as the agent sees them inside the sandbox."""
+    return ["--config", CONFIG_INSIDE, "--socket", f"{POD_DIR_INSIDE}/agent.sock",
+            "--qe-socket", f"{POD_DIR_INSIDE}/qe.sock", "--storage", f"{ENCLAVE_ROOT}/storage",
+            "--pod-id", plan.pod_uid, "--ready-fd", str(plan.ready_fd)]
