@@ -49,6 +49,6 @@ class EnclaveDispatcher:
                 action, params, idempotency_key, timeout, run_id=ctx.run_id, state=ctx.state,
                 attempt=ctx.attempt, results=ctx.results, run_input=ctx.input)
         except TransportFailure as exc:
-            if not self.manager.alive(enclave):
+            if not await self.manager.still_alive(enclave):
                 raise EnclaveLost(f"the enclave of pod {uid} died during {action}; it must be rebuilt.") from None
             raise AgentUnavailable(f"the agent of pod {uid} did not answer {action} ({exc}); will retry.") from None

@@ -135,6 +135,16 @@ class EnclaveManager:
         """Both the namespace's init and the agent still run (the agent dying means the enclave is lost)."""
         return _alive(enclave.init_pid, enclave.init_start) and _alive(enclave.agent_pid, enclave.agent_start)
 
+    async def still_alive(self, enclave: Enclave, settle: float = 0.5) -> bool:
+        """After a broken call: is the enclave alive, or dying? A killed process needs a moment to exit,
+        so a reset connection is given up to ``settle`` seconds to show which it was."""
+        deadline = time.monotonic() + settle
+        while self.alive(enclave):
+            if time.monotonic() >= deadline:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
     def list(self) -> list[Enclave]:
         out = []
         for path in sorted((self.run_dir / "enclaves").glob("*.json")):
