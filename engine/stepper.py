@@ -156,9 +156,16 @@ class RunDriver:
         if exc.name == "EnclaveLost" or "EnclaveLost" in exc.names():
             target = run.spec.target("lost", run.state)
             rebuilds = int(run.context.get("enclave_rebuilds", 0))
-            if target and rebuilds < run.spec.spec.spec.max_enclave_rebuilds:
-                run.context["enclave_rebuilds"] = rebuilds + 1
-                return await self._transition("lost", error=exc)
+            limit = run.spec.spec.spec.max_enclave_rebuilds
+            if target:
+                rebuild = rebuilds < limit
+                run.audit("enclave.lost", from_state=run.state, to_state=target if rebuild else None,
+                          outcome="rebuild" if rebuild else "limit", error_type=exc.name,
+                          data={"rebuilds": rebuilds + (1 if rebuild else 0), "max_enclave_rebuilds": limit})
+                if rebuild:
+                    run.context["enclave_rebuilds"] = rebuilds + 1
+                    return await self._transition("lost", error=exc)
+                return await self._route_error(exc)  # retrying against a dead enclave cannot help
         delay = None if final or isinstance(exc, DeadlineExceeded) else decide(plan.policy, exc, run.attempt)
         if delay is not None:
             return await self._schedule_retry(delay, exc)
