@@ -1,0 +1,489 @@
+"""Containers of one enclave: create, start, stop, wait, exec, stats, update and remove, with runc.
+
+The agent owns one ``ContainerManager`` per pod; every container it starts is a ``runc run --keep``
+child process of the agent, so the agent learns the exit status directly, and the container's stdout
+and stderr are pipes the manager pumps into the CRI log (``cri_log``).
+
+Layout under ``state_dir`` (inside the enclave's private storage)::
+
+    .runc/                 runc's state root (--root) for this manager only
+    <id>/bundle/config.json
+    <id>/bundle/rootfs     the container's own rootfs: an overlay over the image rootfs
+    <id>/overlay/          its upper and work dirs (the container's writes)
+    <id>/runc.log          runc's own diagnostics (JSON)
+    <id>/pid               the container's pid, written by runc once the process runs
+    <id>/container.log     the CRI log, unless the spec names a log_path
+
+**Several containers over one image rootfs.** ``image.mount`` composes one rootfs per image; each
+container gets its own writable overlay over it (the image rootfs is the lower dir, never written),
+so containers never see each other's writes and removing one discards exactly its writes. Where
+overlayfs cannot be mounted (no CAP_SYS_ADMIN), the container runs on the image rootfs itself made
+read-only (``root.readonly``), which is still safe to share.
+
+**Exit status.** ``runc run`` returns the container's exit status (128+N for signal N); the reason
+is ``OOMKilled`` when the kernel OOM-killed a process in the container's memory cgroup (read before
+the cgroup is removed), else ``Completed`` for 0 and ``Error`` otherwise. A container whose process
+never started (runc refused the config, the executable is missing) is EXITED with code 128, reason
+``Error`` and runc's reason as the message, and ``start`` raises ``StartFailed``.
+
+**Stop** sends SIGTERM to the container's init, waits up to the timeout, then SIGKILL (a pid
+namespace's init ignores signals it has no handler for, which is why the SIGKILL step matters).
+
+Nothing is left after ``remove``: the process is killed, runc's state and the cgroup are deleted,
+the overlay is unmounted and the container's directory is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shutil
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.image.errors import RootfsMountError
+from adapters.image.overlay import mount_overlay, overlay_available, unmount_rootfs
+
+from . import cgroups
+from .cri_log import CriLogWriter, Stream
+from .errors import (
+    ContainerExists,
+    ContainerNotFound,
+    ContainerStateError,
+    ExecTimeout,
+    InvalidContainerSpec,
+    RootfsError,
+    RuncError,
+    StartFailed,
+    WaitTimeout,
+)
+from .models import CONTAINER_ID_PATTERN, ContainerSpec, ContainerStats, ContainerStatus, ExecResult, Resources
+from .oci_config import build_config, linux_resources
+from .runc import Runc, last_error
+
+START_EXIT_CODE = 128  # containerd's exit code for a container that could not start
+DEFAULT_START_TIMEOUT = 60.0
+KILL_GRACE = 30.0  # how long a SIGKILLed container may take to be reaped before that is an error
+MAX_EXEC_OUTPUT = 1 << 20
+READ_CHUNK = 64 * 1024
+CONTAINER_ID = re.compile(CONTAINER_ID_PATTERN)
+
+
+@dataclass
+class _Container:
+    id: str
+    spec: ContainerSpec
+    dir: Path
+    cgroups_path: str
+    log_path: Path | None
+    status: ContainerStatus
+    overlay: bool
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    log: CriLogWriter | None = None
+    pump: asyncio.Task[None] | None = None
+
+    @property
+    def bundle(self) -> Path:
+        return self.dir / "bundle"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "pid"
+
+    @property
+    def runc_log(self) -> Path:
+        return self.dir / "runc.log"
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+class ContainerManager:
+    """All containers of one pod (one enclave). Methods are coroutines; ids are file-name-like strings.
+
+    ``log_dir`` is where a relative ``log_path`` of a spec is placed (default ``state_dir/logs``);
+    ``cgroup_parent`` is the cgroup under which each container gets ``<parent>/<id>`` (default
+    ``/enclaveflow/<hash of state_dir>``, distinct per manager).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        runc: str = "runc",
+        *,
+        log_dir: Path | None = None,
+        cgroup_parent: str | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.runc = Runc(runc, self.state_dir / ".runc")
+        self.log_dir = Path(log_dir) if log_dir is not None else self.state_dir / "logs"
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
+        self.cgroup_parent = "/" + (cgroup_parent or f"/enclaveflow/{digest}").strip("/")
+        self.start_timeout = start_timeout
+        self._containers: dict[str, _Container] = {}
+        self._overlay: bool | None = None
+
+    # ---------------------------------------------------------------------------------------------
+    # lookup
+
+    def _get(self, container_id: str) -> _Container:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise ContainerNotFound(
+                f"No container {container_id[:128]!r} in this pod; list the containers to see their ids."
+            ) from None
+
+    def list(self) -> list[ContainerStatus]:
+        return [c.status.model_copy() for c in self._containers.values()]
+
+    def status(self, container_id: str) -> ContainerStatus:
+        return self._get(container_id).status.model_copy()
+
+    def spec(self, container_id: str) -> ContainerSpec:
+        return self._get(container_id).spec.model_copy(deep=True)
+
+    def log_path(self, container_id: str) -> Path | None:
+        return self._get(container_id).log_path
+
+    def bundle_dir(self, container_id: str) -> Path:
+        return self._get(container_id).bundle
+
+    # ---------------------------------------------------------------------------------------------
+    # create
+
+    def _use_overlay(self) -> bool:
+        if self._overlay is None:
+            self._overlay = overlay_available(self.state_dir).ok
+        return self._overlay
+
+    def _resolve_log_path(self, container_dir: Path, log_path: str) -> Path:
+        if not log_path:
+            return container_dir / "container.log"
+        if ".." in log_path.split("/"):
+            raise InvalidContainerSpec(f"The log path {log_path[:120]!r} contains '..'; give a plain path.")
+        path = Path(posixpath.normpath(log_path))
+        return path if path.is_absolute() else self.log_dir / path
+
+    async def create(
+        self, container_id: str, spec: ContainerSpec, rootfs: Path, image_config: Mapping[str, Any]
+    ) -> ContainerStatus:
+        """Write the container's bundle (config.json by the CRI rules, its own rootfs over ``rootfs``).
+
+        ``rootfs`` is the image's rootfs (``bundles/<name>/rootfs`` from ``image.mount``) and
+        ``image_config`` its OCI image config document. The container is CREATED; nothing runs yet.
+        """
+        _check_id(container_id)
+        if container_id in self._containers:
+            raise ContainerExists(f"A container {container_id!r} already exists in this pod; remove it first.")
+        rootfs = Path(rootfs).resolve()
+        if not rootfs.is_dir():
+            raise RootfsError(f"The image rootfs {rootfs} is not a directory; run image.mount first.")
+        cdir = self.state_dir / container_id
+        await self._purge(container_id, cdir)  # leftovers of an earlier, interrupted life of this id
+        overlay = self._use_overlay()
+        config = build_config(
+            image_config,
+            spec,
+            rootfs,
+            root_path="rootfs" if overlay else str(rootfs),
+            root_readonly=not overlay,
+            cgroups_path=f"{self.cgroup_parent}/{container_id}",
+            swap_controller=cgroups.swap_controller(),
+        )
+        log_path = self._resolve_log_path(cdir, spec.log_path)
+        container = _Container(
+            id=container_id,
+            spec=spec.model_copy(deep=True),
+            dir=cdir,
+            cgroups_path=config["linux"]["cgroupsPath"],
+            log_path=log_path,
+            status=ContainerStatus(id=container_id, state="CREATED", created_at=_now()),
+            overlay=overlay,
+        )
+        try:
+            (cdir / "bundle").mkdir(parents=True, mode=0o700)
+            if overlay:
+                (cdir / "bundle" / "rootfs").mkdir(mode=0o755)
+                await asyncio.to_thread(mount_overlay, [rootfs], cdir / "overlay", cdir / "bundle" / "rootfs")
+            _write_json(cdir / "bundle" / "config.json", config)
+        except (OSError, RootfsMountError) as exc:
+            await self._purge(container_id, cdir)
+            raise RootfsError(
+                f"The bundle of container {container_id!r} could not be prepared ({exc}); check the enclave storage."
+            ) from exc
+        self._containers[container_id] = container
+        return container.status.model_copy()
+
+    # ---------------------------------------------------------------------------------------------
+    # start, wait
+
+    async def start(self, container_id: str) -> ContainerStatus:
+        """Run the container's process; returns once it runs (or has already exited).
+
+        Starting a RUNNING container is a no-op; starting an EXITED one is refused, as in CRI.
+        """
+        c = self._get(container_id)
+        async with c.lock:
+            if c.status.state == "RUNNING":
+                return c.status.model_copy()
+            if c.status.state != "CREATED":
+                raise ContainerStateError(
+                    f"Container {container_id!r} is {c.status.state}; a container starts once, create a new one."
+                )
+            c.log = CriLogWriter(c.log_path)
+            c.pid_file.unlink(missing_ok=True)
+            proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log)
+            c.status = c.status.model_copy(update={"state": "UNKNOWN"})
+            c.pump = asyncio.create_task(self._supervise(c, proc), name=f"container-{c.id}")
+            await self._await_started(c, proc)
+            if c.status.state == "EXITED" and c.status.started_at == 0:
+                raise StartFailed(
+                    f"Container {container_id!r} did not start: {c.status.message or 'runc gave no reason'}."
+                )
+            return c.status.model_copy()
+
+    async def _await_started(self, c: _Container, proc: asyncio.subprocess.Process) -> None:
+        """Wait until runc wrote the pid file (the process runs) or runc exited (start failed or done)."""
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.002
+        while not c.exited.is_set():
+            pid = _read_pid(c.pid_file)
+            if pid is not None:
+                if c.status.state == "UNKNOWN":
+                    started = os.stat(c.pid_file).st_mtime_ns
+                    c.status = c.status.model_copy(update={"state": "RUNNING", "pid": pid, "started_at": started})
+                return
+            if time.monotonic() > deadline:
+                proc.kill()
+                await c.exited.wait()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.exited.wait(), delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _supervise(self, c: _Container, proc: asyncio.subprocess.Process) -> None:
+        """Pump the container's output into the log until runc exits, then record how it ended."""
+        assert proc.stdout is not None and proc.stderr is not None
+        log = c.log
+        assert log is not None
+        try:
+            await asyncio.gather(_pump(proc.stdout, log, "stdout"), _pump(proc.stderr, log, "stderr"))
+            code = await proc.wait()
+        finally:
+            log.close()
+        finished = _now()
+        pid = _read_pid(c.pid_file)
+        if pid is None:
+            message = last_error(c.runc_log) or f"runc exited with status {code}"
+            update: dict[str, Any] = {"exit_code": START_EXIT_CODE, "reason": "Error", "message": message}
+        else:
+            oom = cgroups.oom_kills(c.cgroups_path)
+            reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+            started = c.status.started_at or os.stat(c.pid_file).st_mtime_ns
+            update = {"exit_code": code, "reason": reason, "pid": pid, "started_at": started}
+        c.status = c.status.model_copy(update={**update, "state": "EXITED", "finished_at": finished})
+        try:
+            await self.runc.delete(c.id)  # frees the cgroup now; remove() retries whatever is left
+        except RuncError as exc:
+            c.status = c.status.model_copy(update={"message": (c.status.message + f" (cleanup: {exc.message})")[:1000]})
+        c.exited.set()
+
+    async def wait(self, container_id: str, timeout: float | None = None) -> ContainerStatus:
+        """The status once the container has exited; ``WaitTimeout`` if it still runs after ``timeout``."""
+        c = self._get(container_id)
+        if c.status.state == "CREATED":
+            raise ContainerStateError(f"Container {container_id!r} was never started; start it before waiting.")
+        try:
+            await asyncio.wait_for(c.exited.wait(), timeout)
+        except TimeoutError:
+            raise WaitTimeout(f"Container {container_id!r} is still running after {timeout:g} s.") from None
+        return c.status.model_copy()
+
+    # ---------------------------------------------------------------------------------------------
+    # stop, remove
+
+    async def stop(self, container_id: str, timeout: float = 10.0) -> ContainerStatus:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds (0: SIGKILL at once). Idempotent."""
+        c = self._get(container_id)
+        async with c.lock:
+            return await self._stop(c, timeout)
+
+    async def _stop(self, c: _Container, timeout: float) -> ContainerStatus:
+        if c.pump is None or c.exited.is_set():
+            return c.status.model_copy()
+        if timeout > 0 and await self.runc.kill(c.id, "TERM"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.exited.wait(), timeout)
+        if not c.exited.is_set():
+            await self.runc.kill(c.id, "KILL")
+            try:
+                await asyncio.wait_for(c.exited.wait(), KILL_GRACE)
+            except TimeoutError:
+                raise RuncError(
+                    f"Container {c.id!r} did not exit {KILL_GRACE:g} s after SIGKILL; the runtime may be stuck."
+                ) from None
+        return c.status.model_copy()
+
+    async def remove(self, container_id: str) -> None:
+        """Kill the container if it runs and delete everything of it. Unknown ids are fine (idempotent)."""
+        c = self._containers.get(container_id)
+        if c is None:
+            _check_id(container_id)
+            await self._purge(container_id, self.state_dir / container_id)
+            return
+        async with c.lock:
+            await self._stop(c, 0)
+            if c.pump is not None:
+                await c.pump
+            await self._purge(container_id, c.dir)
+            self._containers.pop(container_id, None)
+
+    async def close(self) -> None:
+        """Remove every container (the pod is going away)."""
+        for container_id in list(self._containers):
+            await self.remove(container_id)
+
+    async def _purge(self, container_id: str, cdir: Path) -> None:
+        await self.runc.delete(container_id)
+        try:
+            await asyncio.to_thread(unmount_rootfs, cdir / "bundle" / "rootfs", cdir / "overlay")
+        except RootfsMountError as exc:
+            raise RootfsError(f"The rootfs of container {container_id!r} could not be unmounted: {exc}") from exc
+        await asyncio.to_thread(shutil.rmtree, cdir, True)
+        if cdir.exists():
+            raise RootfsError(f"The directory of container {container_id!r} could not be removed; retry the removal.")
+        cgroups.remove_empty(f"{self.cgroup_parent}/{container_id}")
+
+    # ---------------------------------------------------------------------------------------------
+    # exec, stats, update, logs
+
+    def _running(self, container_id: str, what: str) -> _Container:
+        c = self._get(container_id)
+        if c.status.state != "RUNNING" or c.exited.is_set():
+            raise ContainerStateError(f"Container {container_id!r} is {c.status.state}; {what} needs it running.")
+        return c
+
+    async def exec_sync(
+        self, container_id: str, cmd: Sequence[str], timeout: float | None = None, max_output: int = MAX_EXEC_OUTPUT
+    ) -> ExecResult:
+        """Run ``cmd`` in the running container (its env, user, cwd); keep at most ``max_output`` bytes
+        of each stream. Past ``timeout`` the command is SIGKILLed and ``ExecTimeout`` raised."""
+        c = self._running(container_id, "exec")
+        if not cmd:
+            raise InvalidContainerSpec("exec needs a command; give at least the program to run.")
+        pid_file = c.dir / f"exec-{os.urandom(6).hex()}.pid"
+        proc = await self.runc.spawn_exec(c.id, list(cmd), pid_file)
+        assert proc.stdout is not None and proc.stderr is not None
+        outputs = asyncio.gather(_collect(proc.stdout, max_output), _collect(proc.stderr, max_output))
+        try:
+            try:
+                (out, out_cut), (err, err_cut) = await asyncio.wait_for(asyncio.shield(outputs), timeout)
+                code = await proc.wait()
+            except TimeoutError:
+                pid = _read_pid(pid_file)
+                with contextlib.suppress(ProcessLookupError):
+                    if pid is not None:
+                        os.kill(pid, signal.SIGKILL)  # the command itself, not only runc exec
+                    proc.kill()
+                await outputs
+                await proc.wait()
+                raise ExecTimeout(
+                    f"The command did not finish within {timeout:g} s in {container_id!r}; it was killed."
+                ) from None
+        finally:
+            pid_file.unlink(missing_ok=True)
+        return ExecResult(exit_code=code, stdout=out, stderr=err, stdout_truncated=out_cut, stderr_truncated=err_cut)
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """CPU time and memory of the running container (``runc events --stats``)."""
+        c = self._running(container_id, "stats")
+        data = (await self.runc.stats(c.id)).get("data") or {}
+        cpu = ((data.get("cpu") or {}).get("usage") or {}).get("total") or 0
+        memory = data.get("memory") or {}
+        usage = (memory.get("usage") or {}).get("usage") or 0
+        raw = memory.get("raw") or memory.get("stats") or {}
+        inactive = raw.get("total_inactive_file", raw.get("inactive_file", 0)) or 0
+        return ContainerStats(
+            id=c.id,
+            timestamp=_now(),
+            cpu_usage_ns=int(cpu),
+            memory_usage_bytes=int(usage),
+            memory_working_set_bytes=max(0, int(usage) - int(inactive)),
+        )
+
+    async def update_resources(self, container_id: str, resources: Resources) -> ContainerStatus:
+        """New cpu/memory limits: ``runc update`` when running, the bundle's config.json when CREATED."""
+        c = self._get(container_id)
+        async with c.lock:
+            wanted = linux_resources(resources, cgroups.swap_controller())
+            wanted.pop("devices", None)
+            if c.status.state == "RUNNING" and not c.exited.is_set():
+                if wanted:
+                    await self.runc.update(c.id, wanted)
+            elif c.status.state == "CREATED":
+                config = json.loads((c.bundle / "config.json").read_text())
+                current = config["linux"]["resources"]
+                current.update(wanted)
+                _write_json(c.bundle / "config.json", config)
+            else:
+                raise ContainerStateError(f"Container {container_id!r} has exited; its resources cannot change.")
+            c.spec = c.spec.model_copy(update={"resources": resources})
+            return c.status.model_copy()
+
+    async def reopen_log(self, container_id: str) -> None:
+        """Close and reopen the container's log file (after kubelet rotated it). CRI: running only."""
+        c = self._running(container_id, "reopening the log")
+        assert c.log is not None
+        c.log.reopen()
+
+
+def _check_id(container_id: str) -> None:
+    if not isinstance(container_id, str) or not CONTAINER_ID.fullmatch(container_id):
+        raise InvalidContainerSpec(
+            f"The container id {container_id[:64]!r} must be a simple name (letters, digits, '.', '_', '-')."
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+async def _pump(reader: asyncio.StreamReader, log: CriLogWriter, stream: Stream) -> None:
+    while chunk := await reader.read(READ_CHUNK):
+        log.feed(stream, chunk)
+    log.finish(stream)
+
+
+async def _collect(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Everything the stream gives, keeping the first ``limit`` bytes; True if more was dropped."""
+    kept = bytearray()
+    cut = False
+    while chunk := await reader.read(READ_CHUNK):
+        room = limit - len(kept)
+        kept += chunk[:room] if room > 0 else b""
+        cut = cut or len(chunk) > room
+    return bytes(kept), cut
