@@ -39,7 +39,7 @@ from engine.schema import attempts, runs
 from engine.signing import Signer
 from engine.spec import load_spec_file, validate
 from engine.store import Store
-from tests.support.enclaves import assert_nothing_left
+from tests.support.enclaves import assert_nothing_left, wait_until
 from tests.support.supply_chain import KEY_ID, World, build_world, register_measurement, secret_forms
 
 if os.geteuid() != 0:
@@ -50,7 +50,7 @@ WORKFLOW = REPO / "workflows" / "pod-launch.yaml"
 TO_MOUNTED = ["requested", "enclave-init", "agent-ready", "pulling", "verifying", "attesting", "key-released",
               "decrypted", "mounted", "running"]
 TIMEOUT = 60.0
-MARKER = "enclaveflow-e2e-marker"
+MARKER = "enclaveflow-e2e-ran"  # written by the workload; its spec only holds "enclaveflow e2e-ran"
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def _raw_database(db_path: Path) -> bytes:
 async def test_pod_launch_runs_every_enclave_state_in_the_agent(world: World, tmp_path: Path) -> None:
     config = world.enclave_config()
     digest = register_measurement(world, config)
-    container = {"command": ["/bin/sh", "-c", f"echo {MARKER} > /marker; sleep 300"]}
+    container = {"command": ["/bin/sh", "-c", "printf '%s-%s\\n' enclaveflow e2e-ran > /marker; sleep 300"]}
     async with launched(tmp_path, world, world.good_image, config, container=container) as launch:
         row = await launch.until_running()
         assert launch.entered() == TO_MOUNTED
@@ -206,8 +206,11 @@ async def test_pod_launch_runs_every_enclave_state_in_the_agent(world: World, tm
             assert os.readlink(f"/proc/{agent}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
         # The decrypted rootfs exists only in the enclave's mount namespace.
         bundle = results["mounted"]["bundle"]
-        inside = _in_enclave(agent, "cat", f"/enclave/storage/{bundle}/rootfs/bin/busybox")
-        assert inside.returncode == 0 and len(inside.stdout.encode("latin-1", "replace")) > 100_000
+        inside = _in_enclave(agent, "sha256sum", f"/enclave/storage/{bundle}/rootfs/bin/busybox")
+        expected = subprocess.run(["sha256sum", "/bin/busybox"], capture_output=True, text=True).stdout.split()[0]
+        assert inside.returncode == 0 and inside.stdout.split()[0] == expected, inside.stderr
+        await wait_until(lambda: _in_enclave(agent, "grep", "-rl", MARKER, "/enclave/storage").returncode == 0,
+                         what="the workload's marker file in the enclave")
         host_mounts = Path("/proc/self/mountinfo").read_text()
         assert "/enclave/storage" not in host_mounts and launch.pod_uid not in host_mounts
         found = subprocess.run(["grep", "-rl", "--exclude-dir=proc", "--exclude-dir=sys", MARKER, str(tmp_path)],
