@@ -40,6 +40,7 @@ from engine.signing import Signer
 from engine.spec import load_spec_file, validate
 from engine.store import Store
 from tests.support.enclaves import assert_nothing_left, wait_until
+from tests.support.kbs_server import ENCLAVEFLOW
 from tests.support.supply_chain import KEY_ID, World, build_world, register_measurement, secret_forms
 
 if os.geteuid() != 0:
@@ -299,3 +300,67 @@ async def test_an_image_signed_by_another_key_is_refused_in_the_enclave(world: W
         assert launch.failed_states() == ["verifying"]  # permanent in the enclave, permanent here: no retry
         assert "attesting" not in launch.entered()
         assert launch.host.manager.list() == []
+
+
+def _daemon(tmp_path: Path, world: World, db: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ENCLAVEFLOW_HOME": str(tmp_path / "home"), "ENCLAVEFLOW_DAEMON_LEASE_TTL": "3"}
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the daemon writes to it until it ends
+    return subprocess.Popen([str(ENCLAVEFLOW), "daemon", "--db", str(db), "--run-dir", str(tmp_path / "run"),
+                             "--platform-key", str(world.platform_key), "--log-level", "warning"],
+                            env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+async def test_a_daemon_killed_mid_launch_resumes_and_reattaches_to_the_same_enclave(
+    world: World, tmp_path: Path
+) -> None:
+    """kill -9 of the process driving the run: the agent lives on, the next daemon re-attaches.
+
+    The run must then finish with ONE enclave (same processes), attested once: the keyring (token,
+    layer keys) survived in the agent, so decryption goes on without a new key release.
+    """
+    config = world.enclave_config()
+    register_measurement(world, config)
+    db = tmp_path / "engine.db"
+    run_input = {"pod": {"namespace": "default", "name": "web", "uid": "uid-kill9"}, "image": world.good_image,
+                 "enclave": config, "container": {"command": ["/bin/sh", "-c", "sleep 300"]}}
+    (tmp_path / "input.json").write_text(json.dumps(run_input))
+    env = {**os.environ, "ENCLAVEFLOW_HOME": str(tmp_path / "home")}
+    first = _daemon(tmp_path, world, db, "daemon-1")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        started = subprocess.run([str(ENCLAVEFLOW), "--db", str(db), "runs", "start", str(WORKFLOW),
+                                  "--input", f"@{tmp_path / 'input.json'}"], capture_output=True, text=True,
+                                 env=env, timeout=60)
+        assert started.returncode == 0, started.stderr
+        run_id = started.stdout.split()[0]
+        store = Store(open_database(str(db)), AuditChain(Signer(Ed25519PrivateKey.generate()), 1000, postgres=False))
+        launch = Launch(run_id, "uid-kill9", store, Signer(Ed25519PrivateKey.generate()),
+                        EnclaveHost(tmp_path / "run"), None, db)  # type: ignore[arg-type]
+        await launch.until(lambda r: r.state in ("decrypted", "mounted", "running"), "never got past key release")
+        before = launch.enclave()
+        assert before is not None
+        first.kill()
+        first.wait(timeout=10)
+        assert launch.host.manager.alive(before)  # the agent outlived the daemon
+        second = _daemon(tmp_path, world, db, "daemon-2")
+        row = await launch.until_running()
+        assert launch.enclave() == before  # the same enclave, not a second one
+        events = launch.audit()
+        entered = [e["to_state"] for e in events if e["event"] == "state.entered"]
+        assert entered.count("enclave-init") == 1 and entered.count("attesting") == 1
+        assert not [e for e in events if e["event"] == "enclave.lost"]
+        assert [e for e in events if e["event"] == "lease.takeover"]
+        assert json.loads(row.context)["results"]["decrypted"]["layers"]
+        for verb in (["stop"], ["remove"]):
+            if verb == ["remove"]:
+                await launch.until(lambda r: r.state == "stopped" and r.status == "waiting", "not stopped")
+            sig = subprocess.run([str(ENCLAVEFLOW), "--db", str(db), "runs", "signal", run_id, *verb],
+                                 capture_output=True, text=True, env=env, timeout=60)
+            assert sig.returncode == 0, sig.stderr
+        await launch.until(lambda r: r.status == "succeeded", "did not finish")
+        assert launch.host.manager.list() == [] and not launch.host.manager.alive(before)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)

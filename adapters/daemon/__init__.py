@@ -1,0 +1,1 @@
+"""The node daemon: the CRI socket, the engine workers, the pods' enclaves and the admin HTTP API."""

@@ -1,0 +1,90 @@
+"""One node's daemon process: the parts wired together, started in order and drained on SIGTERM.
+
+Start: database (schema migrated), action registry (built-ins + adapters), the enclave host (which
+re-attaches to every enclave still alive from before a crash: agents outlive the daemon), the engine
+worker (which resumes runs whose leases expired), then the CRI socket and the admin API.
+Stop (SIGTERM): stop accepting CRI calls, let in-flight steps finish for up to ``drain_seconds``,
+release leases, write the audit checkpoint. Enclaves keep running; the next daemon re-attaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.executor import Worker
+
+from .config import DaemonConfig
+
+log = logging.getLogger("enclaveflow.daemon")
+
+
+@dataclass
+class Node:
+    config: DaemonConfig
+    store: Any = None
+    registry: Any = None
+    host: Any = None
+    worker: Worker | None = None
+    services: list[Any] = field(default_factory=list)
+
+    def db_url(self) -> str:
+        from engine.config import default_db_url
+
+        return self.config.db or os.environ.get("ENCLAVEFLOW_DB") or default_db_url()
+
+    async def start(self) -> None:
+        from adapters.tee.host import EnclaveHost
+        from engine.audit_store import AuditChain
+        from engine.config import audit_key_path
+        from engine.db import open_database
+        from engine.signing import load_or_create_signer
+        from engine.store import Store
+
+        cfg = self.config
+        engine = open_database(self.db_url())
+        signer = load_or_create_signer(audit_key_path())
+        self.store = Store(engine, AuditChain(signer, 1000, postgres=engine.dialect.name == "postgresql"))
+        self.registry = load_registry()
+        self.host = EnclaveHost(cfg.run_dir, default_config=cfg.enclave_config(),
+                                platform_key_path=cfg.platform_key)
+        reattached = 0
+        for enclave in self.host.manager.list():
+            if self.host.manager.alive(enclave):
+                await self.host.manager.attach(enclave)
+                reattached += 1
+        self.worker = Worker(self.store, self.registry, concurrency=cfg.concurrency, lease_ttl=cfg.lease_ttl,
+                             session_factory=self.host.session_factory, enclave_dispatch=self.host.dispatch)
+        await self.worker.start()
+        log.info("worker %s started; %d live enclave(s) re-attached", self.worker.owner, reattached)
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
+        if self.worker is not None:
+            await self.worker.stop(grace=self.config.drain_seconds)
+        if self.host is not None:
+            await self.host.close()
+        log.info("stopped; enclaves keep running and are re-attached by the next daemon")
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+def load_registry() -> Any:
+    from engine.actions import ActionRegistry
+    from engine.builtin_actions import register as register_builtins
+
+    registry = ActionRegistry()
+    register_builtins(registry)
+    registry.load_entry_points()
+    for name, reason in registry.unavailable.items():
+        log.warning("adapter %r is unavailable: %s", name, reason)
+    return registry
