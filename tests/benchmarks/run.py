@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-NAMES = ["engine", "image", "kbs"]
+NAMES = ["engine", "image", "kbs", "enclave"]
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]

@@ -47,9 +47,12 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 def _registry() -> Any:
+    """Every installed adapter's actions plus the engine's pure ``core.*`` ones (no-ops, test aids)."""
     from engine.actions import ActionRegistry
+    from engine.builtin_actions import register as register_builtins
 
     registry = ActionRegistry()
+    register_builtins(registry)
     registry.load_entry_points()
     return registry
 
