@@ -27,7 +27,7 @@ Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 _NO_STREAMING = (
     "{call} is not provided by enclaveflow: the container runs inside its pod's enclave and no "
-    "streaming endpoint leaves it; use ExecSync (crictl exec without -i/-t) and the CRI log file instead."
+    "streaming endpoint leaves it; use ExecSync (crictl exec --sync) and the CRI log file instead."
 )
 _NOT_PROVIDED = "{call} is not provided by enclaveflow (CRI {call} is optional); {hint}"
 
