@@ -12,7 +12,7 @@ import pytest
 
 from adapters.cri import CriServer, CriServerConfig
 from tests.support.cri_client import CriClient
-from tests.unit.cri.cri_fake_backend import FakeBackend
+from tests.unit.cri.cri_fake_backend import FakeBackend, as_backend
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def backend() -> FakeBackend:
 
 @pytest.fixture
 async def server(backend: FakeBackend, socket_dir: Path) -> AsyncIterator[CriServer]:
-    srv = CriServer(backend, CriServerConfig(socket_path=socket_dir / "cri.sock", grace_seconds=1.0))
+    srv = CriServer(as_backend(backend), CriServerConfig(socket_path=socket_dir / "cri.sock", grace_seconds=1.0))
     await srv.start()
     yield srv
     await srv.stop()

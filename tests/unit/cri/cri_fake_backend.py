@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from adapters.cri.backend import PodBackend
 from adapters.cri.errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, NotFound
 from adapters.cri.models import (
     AuthConfig,
@@ -268,3 +269,8 @@ class FakeBackend:
 
     async def image_fs_info(self) -> Sequence[FilesystemUsage]:
         return [FilesystemUsage(time.time_ns(), "/var/lib/enclaveflow/images", 1_234_567, 12)]
+
+
+def as_backend(fake: FakeBackend) -> PodBackend:
+    """Typed identity: mypy checks here that the fake satisfies the ``PodBackend`` protocol."""
+    return fake

@@ -215,12 +215,13 @@ async def test_image_calls(cri: CriClient, backend: FakeBackend) -> None:
 
     request = pb.PullImageRequest(
         image=pb.ImageSpec(image="registry.local:5000/team/app:1.0"),
-        auth=pb.AuthConfig(username="u", password="p"),
+        auth=pb.AuthConfig(username="u", password="pw-s3cr3t"),
         sandbox_config=cri.pod_config("web"),
     )
     app_ref = (await cri.image.PullImage(request)).image_ref
     _, auth, sandbox = backend.calls[-1][1]  # type: ignore[misc]
-    assert auth.username == "u" and "p" not in repr(auth) and sandbox.metadata.name == "web"
+    assert auth.username == "u" and auth.password == "pw-s3cr3t" and sandbox.metadata.name == "web"
+    assert "pw-s3cr3t" not in repr(auth)  # credentials never reach a log line through repr()
 
     for name in (IMAGE, NORMALISED, ref, ref[len("sha256:"):][:12]):
         status = await cri.image.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=name)))
