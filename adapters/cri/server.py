@@ -33,6 +33,7 @@ log = logging.getLogger("enclaveflow.cri")
 
 DEFAULT_SOCKET = Path("/run/enclaveflow/cri.sock")
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024  # kubelet's own CRI client limit
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class CriServerConfig:
     def __post_init__(self) -> None:
         if self.max_message_bytes < 4096:
             raise ValueError("max_message_bytes must be at least 4096.")
+        if len(os.fsencode(self.socket_path.resolve())) > MAX_SOCKET_PATH:
+            raise ValueError(
+                f"The CRI socket path {self.socket_path} is longer than {MAX_SOCKET_PATH} bytes, "
+                "the limit of unix sockets; choose a shorter --cri-socket."
+            )
         if self.socket_mode & ~0o777 or self.socket_dir_mode & ~0o777:
             raise ValueError("socket_mode and socket_dir_mode are permission bits (0o000..0o777).")
 
@@ -87,9 +93,13 @@ class CriServer:
         runtime = RuntimeService(self._backend, self.config.runtime_handlers)
         pb_grpc.add_RuntimeServiceServicer_to_server(runtime, server)  # type: ignore[no-untyped-call]
         pb_grpc.add_ImageServiceServicer_to_server(ImageService(self._backend), server)  # type: ignore[no-untyped-call]
-        server.add_insecure_port(f"unix://{path}")
-        await server.start()
-        os.chmod(path, self.config.socket_mode)
+        try:
+            server.add_insecure_port(f"unix://{path}")
+            await server.start()
+            os.chmod(path, self.config.socket_mode)
+        except BaseException:
+            await server.stop(None)  # never leave a half-started server serving with loose modes
+            raise
         self._server = server
         log.info("CRI server listening on %s", path)
 

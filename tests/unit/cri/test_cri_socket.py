@@ -84,3 +84,5 @@ def test_config_rejects_nonsense() -> None:
         CriServerConfig(max_message_bytes=10)
     with pytest.raises(ValueError, match="permission bits"):
         CriServerConfig(socket_mode=0o10000)
+    with pytest.raises(ValueError, match="longer than 107 bytes"):
+        CriServerConfig(socket_path=Path("/tmp") / ("x" * 120) / "cri.sock")
