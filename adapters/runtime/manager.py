@@ -74,6 +74,7 @@ START_EXIT_CODE = 128  # containerd's exit code for a container that could not s
 DEFAULT_START_TIMEOUT = 60.0
 KILL_GRACE = 30.0  # how long a SIGKILLed container may take to be reaped before that is an error
 MAX_EXEC_OUTPUT = 1 << 20
+EXEC_IO_GRACE = 1.0  # seconds to collect an exec's remaining output after it exited
 READ_CHUNK = 64 * 1024
 CONTAINER_ID = re.compile(CONTAINER_ID_PATTERN)
 
@@ -381,32 +382,44 @@ class ContainerManager:
         self, container_id: str, cmd: Sequence[str], timeout: float | None = None, max_output: int = MAX_EXEC_OUTPUT
     ) -> ExecResult:
         """Run ``cmd`` in the running container (its env, user, cwd); keep at most ``max_output`` bytes
-        of each stream. Past ``timeout`` the command is SIGKILLed and ``ExecTimeout`` raised."""
+        of each stream. Past ``timeout`` the command is SIGKILLed and ``ExecTimeout`` raised.
+
+        As with ``runc exec`` (and ``kubectl exec``), the call ends when the command's output pipes
+        close: a background child that keeps stdout open holds it until the timeout.
+        """
         c = self._running(container_id, "exec")
         if not cmd:
             raise InvalidContainerSpec("exec needs a command; give at least the program to run.")
         pid_file = c.dir / f"exec-{os.urandom(6).hex()}.pid"
         proc = await self.runc.spawn_exec(c.id, list(cmd), pid_file)
         assert proc.stdout is not None and proc.stderr is not None
-        outputs = asyncio.gather(_collect(proc.stdout, max_output), _collect(proc.stderr, max_output))
+        out, err = _Capture(max_output), _Capture(max_output)
+        readers = [asyncio.create_task(out.drain(proc.stdout)), asyncio.create_task(err.drain(proc.stderr))]
         try:
             try:
-                (out, out_cut), (err, err_cut) = await asyncio.wait_for(asyncio.shield(outputs), timeout)
-                code = await proc.wait()
+                code = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
-                pid = _read_pid(pid_file)
-                with contextlib.suppress(ProcessLookupError):
-                    if pid is not None:
-                        os.kill(pid, signal.SIGKILL)  # the command itself, not only runc exec
-                    proc.kill()
-                await outputs
+                _kill_exec(_read_pid(pid_file), proc)
                 await proc.wait()
                 raise ExecTimeout(
                     f"The command did not finish within {timeout:g} s in {container_id!r}; it was killed."
                 ) from None
+            finally:
+                # The command has exited; a background child it left may still hold the pipes open,
+                # so its output is awaited for a short grace only, then the pipes are abandoned.
+                _, pending = await asyncio.wait(readers, timeout=EXEC_IO_GRACE)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
         finally:
             pid_file.unlink(missing_ok=True)
-        return ExecResult(exit_code=code, stdout=out, stderr=err, stdout_truncated=out_cut, stderr_truncated=err_cut)
+        return ExecResult(
+            exit_code=code,
+            stdout=bytes(out.kept),
+            stderr=bytes(err.kept),
+            stdout_truncated=out.cut,
+            stderr_truncated=err.cut,
+        )
 
     async def stats(self, container_id: str) -> ContainerStats:
         """CPU time and memory of the running container (``runc events --stats``)."""
@@ -478,12 +491,27 @@ async def _pump(reader: asyncio.StreamReader, log: CriLogWriter, stream: Stream)
     log.finish(stream)
 
 
-async def _collect(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """Everything the stream gives, keeping the first ``limit`` bytes; True if more was dropped."""
-    kept = bytearray()
-    cut = False
-    while chunk := await reader.read(READ_CHUNK):
-        room = limit - len(kept)
-        kept += chunk[:room] if room > 0 else b""
-        cut = cut or len(chunk) > room
-    return bytes(kept), cut
+class _Capture:
+    """One exec stream: the first ``limit`` bytes are kept, the rest is read and dropped (``cut``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self.cut = False
+
+    async def drain(self, reader: asyncio.StreamReader) -> None:
+        while chunk := await reader.read(READ_CHUNK):
+            room = self.limit - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            self.cut = self.cut or len(chunk) > room
+
+
+def _kill_exec(pid: int | None, proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the exec'd command (runc exec cannot forward SIGKILL) and runc exec itself."""
+    with contextlib.suppress(ProcessLookupError):
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        if proc.returncode is None:
+            proc.kill()

@@ -167,8 +167,12 @@ async def test_exec_sync(manager: ContainerManager, image_rootfs: Path) -> None:
     assert (big.exit_code, len(big.stdout), big.stdout_truncated, big.stderr_truncated) == (0, 1000, True, False)
     with pytest.raises(ExecTimeout):
         await manager.exec_sync("e", ["sleep", "99"], timeout=0.5)
+    background = await manager.exec_sync("e", ["sh", "-c", "sleep 98 >/dev/null 2>&1 & echo started"], timeout=30)
+    assert (background.exit_code, background.stdout) == (0, b"started\n")  # the child does not hold the pipes
     ps = await manager.exec_sync("e", ["ps", "-o", "args"], timeout=30)
-    assert b"sleep 99" not in ps.stdout and b"sleep 1000" in ps.stdout  # the timed-out command was killed
+    assert (
+        b"sleep 99" not in ps.stdout and b"sleep 98" in ps.stdout and b"sleep 1000" in ps.stdout
+    )  # the timed-out command was killed
     await manager.stop("e", 0)
     with pytest.raises(ContainerStateError):
         await manager.exec_sync("e", ["true"], timeout=5)
