@@ -115,7 +115,9 @@ class ContainerManager:
 
     ``log_dir`` is where a relative ``log_path`` of a spec is placed (default ``state_dir/logs``);
     ``cgroup_parent`` is the cgroup under which each container gets ``<parent>/<id>`` (default
-    ``/enclaveflow/<hash of state_dir>``, distinct per manager).
+    ``/enclaveflow/<hash of state_dir>``, distinct per manager); ``no_pivot`` makes runc use
+    MS_MOVE+chroot instead of pivot_root, which is needed only when the agent's own root is the
+    initramfs ``rootfs`` (pivot_root refuses it).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class ContainerManager:
         log_dir: Path | None = None,
         cgroup_parent: str | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        no_pivot: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -134,6 +137,7 @@ class ContainerManager:
         digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
         self.cgroup_parent = "/" + (cgroup_parent or f"/enclaveflow/{digest}").strip("/")
         self.start_timeout = start_timeout
+        self.no_pivot = no_pivot
         self._containers: dict[str, _Container] = {}
         self._overlay: bool | None = None
 
@@ -247,7 +251,7 @@ class ContainerManager:
                 )
             c.log = CriLogWriter(c.log_path)
             c.pid_file.unlink(missing_ok=True)
-            proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log)
+            proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log, self.no_pivot)
             c.status = c.status.model_copy(update={"state": "UNKNOWN"})
             c.pump = asyncio.create_task(self._supervise(c, proc), name=f"container-{c.id}")
             await self._await_started(c, proc)

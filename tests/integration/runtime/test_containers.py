@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from adapters.runtime import cgroups
 from adapters.runtime.errors import (
     ContainerExists,
     ContainerNotFound,
@@ -26,7 +27,7 @@ from adapters.runtime.errors import (
 from adapters.runtime.manager import ContainerManager
 from adapters.runtime.models import ContainerSpec, KeyValue, Mount, Resources
 from tests.support.busybox_rootfs import IMAGE_CONFIG
-from tests.support.runtime_checks import eventually
+from tests.support.runtime_checks import eventually, mounts_under
 
 RECORD = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) ([FP]) (.*)$")
 
@@ -264,3 +265,13 @@ async def test_reopen_log_after_rotation(manager: ContainerManager, image_rootfs
     await manager.exec_sync("rl", ["touch", "/tmp/go"], timeout=30)
     await eventually(lambda: path.exists() and stdout_lines(manager, "rl") == ["after"])
     assert [c for _, _, c in log_records(path.with_name("rl.log.1"))] == ["before"]
+
+
+async def test_no_pivot_mode_runs_too(image_rootfs: Path, tmp_path: Path) -> None:
+    manager = ContainerManager(tmp_path / "np", no_pivot=True)
+    try:
+        status = await run(manager, image_rootfs, "np", command=["sh", "-c", "echo pivotless; exit 7"])
+        assert (status.exit_code, stdout_lines(manager, "np")) == (7, ["pivotless"])
+    finally:
+        await manager.close()
+    assert cgroups.existing(manager.cgroup_parent) == [] and mounts_under(tmp_path) == []

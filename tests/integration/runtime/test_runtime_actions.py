@@ -67,7 +67,8 @@ async def test_start_runs_the_workload_and_is_idempotent(
 async def test_exit_code_and_result_hold_no_secrets(pod: tuple[ActionRegistry, ActionContext, dict[str, Any]]) -> None:
     registry, ctx, base = pod
     spec = {"command": ["/bin/sh", "-c", "exit 3"], "env": [{"key": "TOKEN", "value": "s3cr3t-value"}]}
-    await registry.call("runtime.start", {**base, "spec": spec, "container_id": "job"}, ctx, "k4")
+    digest_only = {"manifest_digest": base["manifest_digest"]}  # bundle: image.mount's default for the pod
+    await registry.call("runtime.start", {**digest_only, "spec": spec, "container_id": "job"}, ctx, "k4")
     status = await manager_for(ctx.session).wait("job", 60)
     assert (status.exit_code, status.reason) == (3, "Error")
     replay = await registry.call("runtime.start", {**base, "spec": spec, "container_id": "job"}, ctx, "k4")
