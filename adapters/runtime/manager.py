@@ -249,9 +249,18 @@ class ContainerManager:
                 raise ContainerStateError(
                     f"Container {container_id!r} is {c.status.state}; a container starts once, create a new one."
                 )
-            c.log = CriLogWriter(c.log_path)
+            try:
+                c.log = CriLogWriter(c.log_path)
+            except OSError as exc:
+                raise StartFailed(
+                    f"The log file of container {container_id!r} cannot be opened ({exc.strerror}); check log_path."
+                ) from exc
             c.pid_file.unlink(missing_ok=True)
-            proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log, self.no_pivot)
+            try:
+                proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log, self.no_pivot)
+            except OSError as exc:
+                c.log.close()
+                raise StartFailed(f"runc could not be run for container {container_id!r}: {exc.strerror}.") from exc
             c.status = c.status.model_copy(update={"state": "UNKNOWN"})
             c.pump = asyncio.create_task(self._supervise(c, proc), name=f"container-{c.id}")
             await self._await_started(c, proc)
@@ -281,31 +290,36 @@ class ContainerManager:
             delay = min(delay * 2, 0.05)
 
     async def _supervise(self, c: _Container, proc: asyncio.subprocess.Process) -> None:
-        """Pump the container's output into the log until runc exits, then record how it ended."""
-        assert proc.stdout is not None and proc.stderr is not None
-        log = c.log
-        assert log is not None
+        """Pump the container's output into the log until runc exits, then record how it ended.
+
+        ``exited`` is set whatever happens here, so no caller waits forever on a broken supervisor.
+        """
+        assert proc.stdout is not None and proc.stderr is not None and c.log is not None
         try:
-            await asyncio.gather(_pump(proc.stdout, log, "stdout"), _pump(proc.stderr, log, "stderr"))
-            code = await proc.wait()
+            try:
+                await asyncio.gather(_pump(proc.stdout, c.log, "stdout"), _pump(proc.stderr, c.log, "stderr"))
+                code = await proc.wait()
+            finally:
+                c.log.close()
+            c.status = c.status.model_copy(update={**self._outcome(c, code), "state": "EXITED", "finished_at": _now()})
+            try:
+                await self.runc.delete(c.id)  # frees the cgroup now; remove() retries whatever is left
+            except RuncError as exc:
+                note = f"{c.status.message} (cleanup: {exc.message})".strip()
+                c.status = c.status.model_copy(update={"message": note[:1000]})
         finally:
-            log.close()
-        finished = _now()
+            c.exited.set()
+
+    def _outcome(self, c: _Container, code: int) -> dict[str, Any]:
+        """Exit code, reason and times of a container whose runc just exited with ``code``."""
         pid = _read_pid(c.pid_file)
-        if pid is None:
+        if pid is None:  # the process never ran
             message = last_error(c.runc_log) or f"runc exited with status {code}"
-            update: dict[str, Any] = {"exit_code": START_EXIT_CODE, "reason": "Error", "message": message}
-        else:
-            oom = cgroups.oom_kills(c.cgroups_path)
-            reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
-            started = c.status.started_at or os.stat(c.pid_file).st_mtime_ns
-            update = {"exit_code": code, "reason": reason, "pid": pid, "started_at": started}
-        c.status = c.status.model_copy(update={**update, "state": "EXITED", "finished_at": finished})
-        try:
-            await self.runc.delete(c.id)  # frees the cgroup now; remove() retries whatever is left
-        except RuncError as exc:
-            c.status = c.status.model_copy(update={"message": (c.status.message + f" (cleanup: {exc.message})")[:1000]})
-        c.exited.set()
+            return {"exit_code": START_EXIT_CODE, "reason": "Error", "message": message}
+        oom = cgroups.oom_kills(c.cgroups_path)
+        reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        started = c.status.started_at or os.stat(c.pid_file).st_mtime_ns
+        return {"exit_code": code, "reason": reason, "pid": pid, "started_at": started}
 
     async def wait(self, container_id: str, timeout: float | None = None) -> ContainerStatus:
         """The status once the container has exited; ``WaitTimeout`` if it still runs after ``timeout``."""

@@ -275,3 +275,14 @@ async def test_no_pivot_mode_runs_too(image_rootfs: Path, tmp_path: Path) -> Non
     finally:
         await manager.close()
     assert cgroups.existing(manager.cgroup_parent) == [] and mounts_under(tmp_path) == []
+
+
+async def test_an_unusable_log_path_fails_the_start_cleanly(
+    manager: ContainerManager, image_rootfs: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "plainfile").write_text("")
+    spec = ContainerSpec(command=["true"], log_path=str(tmp_path / "plainfile" / "c.log"))
+    await manager.create("lp", spec, image_rootfs, IMAGE_CONFIG)
+    with pytest.raises(StartFailed, match="log file"):
+        await manager.start("lp")
+    assert manager.status("lp").state == "CREATED"  # nothing ran; it can be removed as usual
