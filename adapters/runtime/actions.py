@@ -24,6 +24,7 @@ from .models import CONTAINER_ID_PATTERN, ContainerSpec, ContainerStatus
 
 DIGEST = r"^sha256:[0-9a-f]{64}$"
 CONTAINERS_DIR = "containers"
+BUNDLES_DIR = "bundles"  # where image.mount puts bundles
 _managers: dict[str, ContainerManager] = {}
 
 
@@ -32,7 +33,11 @@ class StartParams(BaseModel):
 
     container_id: str = Field(default="main", pattern=CONTAINER_ID_PATTERN)
     spec: ContainerSpec = Field(default_factory=ContainerSpec, description="the CRI ContainerConfig subset")
-    bundle: str = Field(min_length=1, max_length=512, description="image.mount's result 'bundle' (e.g. bundles/pod)")
+    bundle: str = Field(
+        default="",
+        max_length=512,
+        description="image.mount's result 'bundle' (default: image.mount's default, bundles/<pod id>)",
+    )
     manifest_digest: str = Field(pattern=DIGEST, description="the image whose config supplies the defaults")
 
 
@@ -54,13 +59,18 @@ def _session(ctx: ActionContext, action: str) -> Any:
 
 
 def manager_for(session: Any) -> ContainerManager:
-    """The session's container manager (created on first use). ``session.config["runtime"]["runc"]``
-    may name the runc binary."""
+    """The session's container manager (created on first use). ``session.config["runtime"]`` may set
+    ``runc`` (the binary), ``cgroup_parent`` and ``no_pivot`` (see ``ContainerManager``)."""
     key = str(Path(session.storage).resolve())
     manager = _managers.get(key)
     if manager is None:
         runtime_config = (getattr(session, "config", None) or {}).get("runtime") or {}
-        manager = ContainerManager(Path(session.storage) / CONTAINERS_DIR, str(runtime_config.get("runc", "runc")))
+        manager = ContainerManager(
+            Path(session.storage) / CONTAINERS_DIR,
+            str(runtime_config.get("runc", "runc")),
+            cgroup_parent=runtime_config.get("cgroup_parent"),
+            no_pivot=bool(runtime_config.get("no_pivot", False)),
+        )
         _managers[key] = manager
     return manager
 
@@ -89,7 +99,7 @@ async def start_action(params: StartParams, ctx: ActionContext, idempotency_key:
     try:
         status = manager.status(params.container_id)
     except ContainerNotFound:
-        rootfs = _bundle_rootfs(Path(session.storage), params.bundle)
+        rootfs = _bundle_rootfs(Path(session.storage), params.bundle or f"{BUNDLES_DIR}/{session.pod_id}")
         image = load_image(session_store(session), params.manifest_digest)
         status = await manager.create(params.container_id, params.spec, rootfs, image.config)
     if status.state == "CREATED":

@@ -83,8 +83,8 @@ class CriLogWriter:
             buf.clear()
 
     def close(self) -> None:
-        for stream in ("stdout", "stderr"):
-            self.finish(stream)  # type: ignore[arg-type]
+        self.finish("stdout")
+        self.finish("stderr")
         self._close_fd()
 
     def _write(self, stream: Stream, partial: bool, content: bytes) -> None:

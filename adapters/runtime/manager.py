@@ -74,6 +74,7 @@ START_EXIT_CODE = 128  # containerd's exit code for a container that could not s
 DEFAULT_START_TIMEOUT = 60.0
 KILL_GRACE = 30.0  # how long a SIGKILLed container may take to be reaped before that is an error
 MAX_EXEC_OUTPUT = 1 << 20
+EXEC_IO_GRACE = 1.0  # seconds to collect an exec's remaining output after it exited
 READ_CHUNK = 64 * 1024
 CONTAINER_ID = re.compile(CONTAINER_ID_PATTERN)
 
@@ -114,7 +115,9 @@ class ContainerManager:
 
     ``log_dir`` is where a relative ``log_path`` of a spec is placed (default ``state_dir/logs``);
     ``cgroup_parent`` is the cgroup under which each container gets ``<parent>/<id>`` (default
-    ``/enclaveflow/<hash of state_dir>``, distinct per manager).
+    ``/enclaveflow/<hash of state_dir>``, distinct per manager); ``no_pivot`` makes runc use
+    MS_MOVE+chroot instead of pivot_root, which is needed only when the agent's own root is the
+    initramfs ``rootfs`` (pivot_root refuses it).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class ContainerManager:
         log_dir: Path | None = None,
         cgroup_parent: str | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        no_pivot: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -133,6 +137,7 @@ class ContainerManager:
         digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
         self.cgroup_parent = "/" + (cgroup_parent or f"/enclaveflow/{digest}").strip("/")
         self.start_timeout = start_timeout
+        self.no_pivot = no_pivot
         self._containers: dict[str, _Container] = {}
         self._overlay: bool | None = None
 
@@ -244,9 +249,18 @@ class ContainerManager:
                 raise ContainerStateError(
                     f"Container {container_id!r} is {c.status.state}; a container starts once, create a new one."
                 )
-            c.log = CriLogWriter(c.log_path)
+            try:
+                c.log = CriLogWriter(c.log_path)
+            except OSError as exc:
+                raise StartFailed(
+                    f"The log file of container {container_id!r} cannot be opened ({exc.strerror}); check log_path."
+                ) from exc
             c.pid_file.unlink(missing_ok=True)
-            proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log)
+            try:
+                proc = await self.runc.spawn_run(c.id, c.bundle, c.pid_file, c.runc_log, self.no_pivot)
+            except OSError as exc:
+                c.log.close()
+                raise StartFailed(f"runc could not be run for container {container_id!r}: {exc.strerror}.") from exc
             c.status = c.status.model_copy(update={"state": "UNKNOWN"})
             c.pump = asyncio.create_task(self._supervise(c, proc), name=f"container-{c.id}")
             await self._await_started(c, proc)
@@ -276,31 +290,36 @@ class ContainerManager:
             delay = min(delay * 2, 0.05)
 
     async def _supervise(self, c: _Container, proc: asyncio.subprocess.Process) -> None:
-        """Pump the container's output into the log until runc exits, then record how it ended."""
-        assert proc.stdout is not None and proc.stderr is not None
-        log = c.log
-        assert log is not None
+        """Pump the container's output into the log until runc exits, then record how it ended.
+
+        ``exited`` is set whatever happens here, so no caller waits forever on a broken supervisor.
+        """
+        assert proc.stdout is not None and proc.stderr is not None and c.log is not None
         try:
-            await asyncio.gather(_pump(proc.stdout, log, "stdout"), _pump(proc.stderr, log, "stderr"))
-            code = await proc.wait()
+            try:
+                await asyncio.gather(_pump(proc.stdout, c.log, "stdout"), _pump(proc.stderr, c.log, "stderr"))
+                code = await proc.wait()
+            finally:
+                c.log.close()
+            c.status = c.status.model_copy(update={**self._outcome(c, code), "state": "EXITED", "finished_at": _now()})
+            try:
+                await self.runc.delete(c.id)  # frees the cgroup now; remove() retries whatever is left
+            except RuncError as exc:
+                note = f"{c.status.message} (cleanup: {exc.message})".strip()
+                c.status = c.status.model_copy(update={"message": note[:1000]})
         finally:
-            log.close()
-        finished = _now()
+            c.exited.set()
+
+    def _outcome(self, c: _Container, code: int) -> dict[str, Any]:
+        """Exit code, reason and times of a container whose runc just exited with ``code``."""
         pid = _read_pid(c.pid_file)
-        if pid is None:
+        if pid is None:  # the process never ran
             message = last_error(c.runc_log) or f"runc exited with status {code}"
-            update: dict[str, Any] = {"exit_code": START_EXIT_CODE, "reason": "Error", "message": message}
-        else:
-            oom = cgroups.oom_kills(c.cgroups_path)
-            reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
-            started = c.status.started_at or os.stat(c.pid_file).st_mtime_ns
-            update = {"exit_code": code, "reason": reason, "pid": pid, "started_at": started}
-        c.status = c.status.model_copy(update={**update, "state": "EXITED", "finished_at": finished})
-        try:
-            await self.runc.delete(c.id)  # frees the cgroup now; remove() retries whatever is left
-        except RuncError as exc:
-            c.status = c.status.model_copy(update={"message": (c.status.message + f" (cleanup: {exc.message})")[:1000]})
-        c.exited.set()
+            return {"exit_code": START_EXIT_CODE, "reason": "Error", "message": message}
+        oom = cgroups.oom_kills(c.cgroups_path)
+        reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        started = c.status.started_at or os.stat(c.pid_file).st_mtime_ns
+        return {"exit_code": code, "reason": reason, "pid": pid, "started_at": started}
 
     async def wait(self, container_id: str, timeout: float | None = None) -> ContainerStatus:
         """The status once the container has exited; ``WaitTimeout`` if it still runs after ``timeout``."""
@@ -381,32 +400,44 @@ class ContainerManager:
         self, container_id: str, cmd: Sequence[str], timeout: float | None = None, max_output: int = MAX_EXEC_OUTPUT
     ) -> ExecResult:
         """Run ``cmd`` in the running container (its env, user, cwd); keep at most ``max_output`` bytes
-        of each stream. Past ``timeout`` the command is SIGKILLed and ``ExecTimeout`` raised."""
+        of each stream. Past ``timeout`` the command is SIGKILLed and ``ExecTimeout`` raised.
+
+        As with ``runc exec`` (and ``kubectl exec``), the call ends when the command's output pipes
+        close: a background child that keeps stdout open holds it until the timeout.
+        """
         c = self._running(container_id, "exec")
         if not cmd:
             raise InvalidContainerSpec("exec needs a command; give at least the program to run.")
         pid_file = c.dir / f"exec-{os.urandom(6).hex()}.pid"
         proc = await self.runc.spawn_exec(c.id, list(cmd), pid_file)
         assert proc.stdout is not None and proc.stderr is not None
-        outputs = asyncio.gather(_collect(proc.stdout, max_output), _collect(proc.stderr, max_output))
+        out, err = _Capture(max_output), _Capture(max_output)
+        readers = [asyncio.create_task(out.drain(proc.stdout)), asyncio.create_task(err.drain(proc.stderr))]
         try:
             try:
-                (out, out_cut), (err, err_cut) = await asyncio.wait_for(asyncio.shield(outputs), timeout)
-                code = await proc.wait()
+                code = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
-                pid = _read_pid(pid_file)
-                with contextlib.suppress(ProcessLookupError):
-                    if pid is not None:
-                        os.kill(pid, signal.SIGKILL)  # the command itself, not only runc exec
-                    proc.kill()
-                await outputs
+                _kill_exec(_read_pid(pid_file), proc)
                 await proc.wait()
                 raise ExecTimeout(
                     f"The command did not finish within {timeout:g} s in {container_id!r}; it was killed."
                 ) from None
+            finally:
+                # The command has exited; a background child it left may still hold the pipes open,
+                # so its output is awaited for a short grace only, then the pipes are abandoned.
+                _, pending = await asyncio.wait(readers, timeout=EXEC_IO_GRACE)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
         finally:
             pid_file.unlink(missing_ok=True)
-        return ExecResult(exit_code=code, stdout=out, stderr=err, stdout_truncated=out_cut, stderr_truncated=err_cut)
+        return ExecResult(
+            exit_code=code,
+            stdout=bytes(out.kept),
+            stderr=bytes(err.kept),
+            stdout_truncated=out.cut,
+            stderr_truncated=err.cut,
+        )
 
     async def stats(self, container_id: str) -> ContainerStats:
         """CPU time and memory of the running container (``runc events --stats``)."""
@@ -478,12 +509,27 @@ async def _pump(reader: asyncio.StreamReader, log: CriLogWriter, stream: Stream)
     log.finish(stream)
 
 
-async def _collect(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """Everything the stream gives, keeping the first ``limit`` bytes; True if more was dropped."""
-    kept = bytearray()
-    cut = False
-    while chunk := await reader.read(READ_CHUNK):
-        room = limit - len(kept)
-        kept += chunk[:room] if room > 0 else b""
-        cut = cut or len(chunk) > room
-    return bytes(kept), cut
+class _Capture:
+    """One exec stream: the first ``limit`` bytes are kept, the rest is read and dropped (``cut``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self.cut = False
+
+    async def drain(self, reader: asyncio.StreamReader) -> None:
+        while chunk := await reader.read(READ_CHUNK):
+            room = self.limit - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            self.cut = self.cut or len(chunk) > room
+
+
+def _kill_exec(pid: int | None, proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the exec'd command (runc exec cannot forward SIGKILL) and runc exec itself."""
+    with contextlib.suppress(ProcessLookupError):
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        if proc.returncode is None:
+            proc.kill()

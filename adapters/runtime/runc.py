@@ -88,14 +88,13 @@ class Runc:
         return out[:MAX_RUNC_OUTPUT]
 
     async def spawn_run(
-        self, container_id: str, bundle: Path, pid_file: Path, log_file: Path
+        self, container_id: str, bundle: Path, pid_file: Path, log_file: Path, no_pivot: bool = False
     ) -> asyncio.subprocess.Process:
         """``runc run --keep``: stays our child for the container's life, returns its exit status, and
         keeps the (stopped) container - and so its cgroup, for the OOM count - until ``delete``."""
+        flags = ["--keep", "--pid-file", str(pid_file), "--bundle", str(bundle)] + (["--no-pivot"] if no_pivot else [])
         return await asyncio.create_subprocess_exec(
-            *self.argv(
-                "run", "--keep", "--pid-file", str(pid_file), "--bundle", str(bundle), container_id, log_file=log_file
-            ),
+            *self.argv("run", *flags, container_id, log_file=log_file),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from adapters.runtime import cgroups
 from adapters.runtime.errors import (
     ContainerExists,
     ContainerNotFound,
@@ -26,7 +27,7 @@ from adapters.runtime.errors import (
 from adapters.runtime.manager import ContainerManager
 from adapters.runtime.models import ContainerSpec, KeyValue, Mount, Resources
 from tests.support.busybox_rootfs import IMAGE_CONFIG
-from tests.support.runtime_checks import eventually
+from tests.support.runtime_checks import eventually, mounts_under
 
 RECORD = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) ([FP]) (.*)$")
 
@@ -167,8 +168,12 @@ async def test_exec_sync(manager: ContainerManager, image_rootfs: Path) -> None:
     assert (big.exit_code, len(big.stdout), big.stdout_truncated, big.stderr_truncated) == (0, 1000, True, False)
     with pytest.raises(ExecTimeout):
         await manager.exec_sync("e", ["sleep", "99"], timeout=0.5)
+    background = await manager.exec_sync("e", ["sh", "-c", "sleep 98 >/dev/null 2>&1 & echo started"], timeout=30)
+    assert (background.exit_code, background.stdout) == (0, b"started\n")  # the child does not hold the pipes
     ps = await manager.exec_sync("e", ["ps", "-o", "args"], timeout=30)
-    assert b"sleep 99" not in ps.stdout and b"sleep 1000" in ps.stdout  # the timed-out command was killed
+    assert (
+        b"sleep 99" not in ps.stdout and b"sleep 98" in ps.stdout and b"sleep 1000" in ps.stdout
+    )  # the timed-out command was killed
     await manager.stop("e", 0)
     with pytest.raises(ContainerStateError):
         await manager.exec_sync("e", ["true"], timeout=5)
@@ -260,3 +265,24 @@ async def test_reopen_log_after_rotation(manager: ContainerManager, image_rootfs
     await manager.exec_sync("rl", ["touch", "/tmp/go"], timeout=30)
     await eventually(lambda: path.exists() and stdout_lines(manager, "rl") == ["after"])
     assert [c for _, _, c in log_records(path.with_name("rl.log.1"))] == ["before"]
+
+
+async def test_no_pivot_mode_runs_too(image_rootfs: Path, tmp_path: Path) -> None:
+    manager = ContainerManager(tmp_path / "np", no_pivot=True)
+    try:
+        status = await run(manager, image_rootfs, "np", command=["sh", "-c", "echo pivotless; exit 7"])
+        assert (status.exit_code, stdout_lines(manager, "np")) == (7, ["pivotless"])
+    finally:
+        await manager.close()
+    assert cgroups.existing(manager.cgroup_parent) == [] and mounts_under(tmp_path) == []
+
+
+async def test_an_unusable_log_path_fails_the_start_cleanly(
+    manager: ContainerManager, image_rootfs: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "plainfile").write_text("")
+    spec = ContainerSpec(command=["true"], log_path=str(tmp_path / "plainfile" / "c.log"))
+    await manager.create("lp", spec, image_rootfs, IMAGE_CONFIG)
+    with pytest.raises(StartFailed, match="log file"):
+        await manager.start("lp")
+    assert manager.status("lp").state == "CREATED"  # nothing ran; it can be removed as usual

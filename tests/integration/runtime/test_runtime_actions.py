@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.image.overlay import unmount_rootfs
+from adapters.runtime import cgroups
 from adapters.runtime.actions import close_session, manager_for
 from adapters.session import EnclaveSession
 from engine.actions import ActionContext, ActionRegistry
@@ -35,10 +37,11 @@ async def pod(tmp_path: Path, layout: Path) -> AsyncIterator[tuple[ActionRegistr
     mounted = await registry.call("image.mount", {"manifest_digest": pulled["manifest_digest"]}, ctx, "k3")
     base = {"bundle": mounted["bundle"], "manifest_digest": pulled["manifest_digest"]}
     yield registry, ctx, base
-    state_dir = manager_for(session).state_dir
+    state_dir, cgroup_parent = manager_for(session).state_dir, manager_for(session).cgroup_parent
     await close_session(session)
     unmount_rootfs(session.storage / mounted["bundle"] / "rootfs", session.storage / "bundles/.pod-rt.overlay")
     assert processes_mentioning(str(state_dir)) == [] and mounts_under(tmp_path) == []
+    assert cgroups.existing(cgroup_parent) == [] and not any((state_dir / ".runc").glob("*"))
 
 
 async def test_start_runs_the_workload_and_is_idempotent(
@@ -67,7 +70,8 @@ async def test_start_runs_the_workload_and_is_idempotent(
 async def test_exit_code_and_result_hold_no_secrets(pod: tuple[ActionRegistry, ActionContext, dict[str, Any]]) -> None:
     registry, ctx, base = pod
     spec = {"command": ["/bin/sh", "-c", "exit 3"], "env": [{"key": "TOKEN", "value": "s3cr3t-value"}]}
-    await registry.call("runtime.start", {**base, "spec": spec, "container_id": "job"}, ctx, "k4")
+    digest_only = {"manifest_digest": base["manifest_digest"]}  # bundle: image.mount's default for the pod
+    await registry.call("runtime.start", {**digest_only, "spec": spec, "container_id": "job"}, ctx, "k4")
     status = await manager_for(ctx.session).wait("job", 60)
     assert (status.exit_code, status.reason) == (3, "Error")
     replay = await registry.call("runtime.start", {**base, "spec": spec, "container_id": "job"}, ctx, "k4")
