@@ -138,6 +138,11 @@ class RunDriver:
         if result is not None:
             run.results[run.state] = result
         run.context.setdefault("completed", []).append(run.state)
+        if st.wait_for and st.wait_for in run.context.get("events", {}):
+            # Delivered earlier in this run (a state reached again, e.g. after an enclave rebuild):
+            # an event is delivered once; waiting for it again would wait forever.
+            run.audit("event.reused", from_state=run.state, outcome="ok", data={"event": st.wait_for})
+            return await self._transition("ok")
         if st.wait_for:
             run.phase, run.status, run.owner = "wait", "waiting", None
             run.audit("state.waiting", from_state=run.state, outcome="waiting", data={"event": st.wait_for})

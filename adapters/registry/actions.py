@@ -60,6 +60,9 @@ class PullResult(BaseModel):
     layers: list[LayerInfo]
     total_bytes: int
     seconds: float
+    encrypted: bool = Field(default=False, description="some layer is encrypted: keys must be released")
+    attest: bool = Field(default=False, description="attestation is needed: encrypted layers, or the "
+                         "enclave config's require_attestation")
 
 
 def client_options(config: dict[str, Any], params: PullParams) -> ClientOptions:
@@ -98,14 +101,19 @@ async def pull_action(params: PullParams, ctx: ActionContext, idempotency_key: s
     finally:
         await source.aclose()
     manifest = pulled.manifest
+    layers = [_layer_info(d) for d in manifest.layers]
+    encrypted = any(layer.encrypted for layer in layers)
+    required = bool((getattr(ctx.session, "config", None) or {}).get("require_attestation"))
     return PullResult(
         image=str(ref),
         manifest_digest=pulled.resolved.digest,
         index_digest=pulled.resolved.index_digest,
         config_digest=manifest.config.digest,
-        layers=[_layer_info(d) for d in manifest.layers],
+        layers=layers,
         total_bytes=manifest.total_size,
         seconds=round(time.perf_counter() - started, 4),
+        encrypted=encrypted,
+        attest=encrypted or required,
     )
 
 

@@ -68,7 +68,10 @@ def manager_for(session: Any) -> ContainerManager:
         manager = ContainerManager(
             Path(session.storage) / CONTAINERS_DIR,
             str(runtime_config.get("runc", "runc")),
-            cgroup_parent=runtime_config.get("cgroup_parent"),
+            # Default: one subtree per pod. Every enclave sees the same storage path, so the manager's
+            # own default (a hash of that path) would collide between pods; the enclave's teardown
+            # removes exactly enclaveflow/<pod uid>.
+            cgroup_parent=runtime_config.get("cgroup_parent") or f"enclaveflow/{session.pod_id}",
             no_pivot=bool(runtime_config.get("no_pivot", False)),
         )
         _managers[key] = manager
@@ -82,7 +85,7 @@ async def close_session(session: Any) -> None:
         await manager.close()
 
 
-def _bundle_rootfs(storage: Path, bundle: str) -> Path:
+def bundle_rootfs(storage: Path, bundle: str) -> Path:
     clean = posixpath.normpath(bundle)
     if bundle.startswith("/") or clean.startswith("..") or ".." in bundle.split("/"):
         raise InvalidParams("The bundle must be image.mount's relative 'bundle' result (like 'bundles/pod').")
@@ -99,7 +102,7 @@ async def start_action(params: StartParams, ctx: ActionContext, idempotency_key:
     try:
         status = manager.status(params.container_id)
     except ContainerNotFound:
-        rootfs = _bundle_rootfs(Path(session.storage), params.bundle or f"{BUNDLES_DIR}/{session.pod_id}")
+        rootfs = bundle_rootfs(Path(session.storage), params.bundle or f"{BUNDLES_DIR}/{session.pod_id}")
         image = load_image(session_store(session), params.manifest_digest)
         status = await manager.create(params.container_id, params.spec, rootfs, image.config)
     if status.state == "CREATED":

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +69,8 @@ class CreateEnclaveParams(BaseModel):
     )
     storage_bytes: int | None = Field(default=None, ge=16 * 1024 * 1024, le=64 * 1024**3,
                                       description="Size of the enclave's private tmpfs.")
+    log_dir: str | None = Field(default=None, max_length=4096, pattern=r"^/",
+                                description="The pod's CRI log directory (absolute host path), bound in writable.")
 
 
 class CreateEnclaveResult(BaseModel):
@@ -128,8 +131,13 @@ async def create_enclave(params: CreateEnclaveParams, ctx: ActionContext, idempo
     config = params.config
     if config is None and isinstance(ctx.session, EnclaveHost):
         config = ctx.session.default_config
+    if params.log_dir and (".." in params.log_dir.split("/") or "\x00" in params.log_dir):
+        from engine.errors import InvalidParams
+
+        raise InvalidParams("log_dir must be an absolute path without '..' or NUL.")
     enclave, reused = await manager.create(params.pod_uid, dict(config or {}),
-                                           params.storage_bytes or DEFAULT_STORAGE_BYTES)
+                                           params.storage_bytes or DEFAULT_STORAGE_BYTES,
+                                           Path(params.log_dir) if params.log_dir else None)
     return CreateEnclaveResult(pod_uid=enclave.pod_uid, launch_digest=enclave.launch_digest, svn=enclave.svn,
                                socket=str(manager.socket_path(enclave.pod_uid)), agent_pid=enclave.agent_pid,
                                storage_bytes=enclave.storage_bytes, reused=reused,

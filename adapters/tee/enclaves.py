@@ -177,8 +177,8 @@ class EnclaveManager:
                                 EnclaveRecord(enclave.launch_digest, enclave.svn))
 
     # -- create -----------------------------------------------------------------------------------------
-    async def create(self, uid: str, config: dict[str, Any], storage_bytes: int = DEFAULT_STORAGE_BYTES
-                     ) -> tuple[Enclave, bool]:
+    async def create(self, uid: str, config: dict[str, Any], storage_bytes: int = DEFAULT_STORAGE_BYTES,
+                     log_dir: Path | None = None) -> tuple[Enclave, bool]:
         """The pod's enclave, launched now or found alive (``(enclave, reused)``); idempotent on ``uid``."""
         check_pod_uid(uid)
         if not 16 * 1024 * 1024 <= storage_bytes <= MAX_STORAGE_BYTES:
@@ -194,11 +194,12 @@ class EnclaveManager:
                 await self._teardown(uid, found)  # a dead enclave's leftovers
             digest = launch_digest(config, self.code_root)
             self.quoting()  # fail before launching anything if the platform key is missing
-            enclave = await self._launch(uid, config, digest, storage_bytes)
+            enclave = await self._launch(uid, config, digest, storage_bytes, log_dir)
             await self.attach(enclave)
             return enclave, False
 
-    async def _launch(self, uid: str, config: dict[str, Any], digest: str, storage_bytes: int) -> Enclave:
+    async def _launch(self, uid: str, config: dict[str, Any], digest: str, storage_bytes: int,
+                      log_dir: Path | None) -> Enclave:
         from .measurement import config_bytes
 
         pod_dir = self.pod_dir(uid)
@@ -212,8 +213,10 @@ class EnclaveManager:
         os.lseek(config_fd, 0, os.SEEK_SET)
         info_r, info_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        plan = SandboxPlan(uid, pod_dir, storage_bytes,
-                           (self.code_root / "engine", self.code_root / "adapters"), config_fd, info_w, ready_w)
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        plan = SandboxPlan(uid, pod_dir, storage_bytes, (self.code_root / "engine", self.code_root / "adapters"),
+                           config_fd, info_w, ready_w, log_dir=log_dir)
         argv = bwrap_argv(plan, agent_argv(plan))
         log_fd = os.open(self.log_path(uid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         started = time.monotonic()

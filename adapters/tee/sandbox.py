@@ -11,6 +11,8 @@ enclave may see, as a pure function that is unit-tested without starting anythin
   ``/sys/fs/cgroup`` writable for runc, a fresh ``/proc`` and a minimal ``/dev``;
 - ONE writable place, a private tmpfs of the configured size at ``/enclave`` (``/tmp`` points into it);
 - the per-pod directory (sockets only) at ``/run/enclaveflow/pod``;
+- the pod's CRI log directory, when it has one, at the same path: kubelet and crictl read container
+  logs from the host, as with any CRI runtime (what a workload prints is its own choice);
 - the enclave config as a read-only file whose bytes bwrap reads from a pipe: the launcher measured
   exactly those bytes, and nothing on the host can change them afterwards.
 
@@ -47,6 +49,7 @@ class SandboxPlan:
     info_fd: int
     ready_fd: int
     python: str = sys.executable
+    log_dir: Path | None = None
 
 
 def python_dirs() -> tuple[Path, ...]:
@@ -92,6 +95,7 @@ def bwrap_argv(plan: SandboxPlan, agent_args: list[str]) -> list[str]:
         "--perms", "0700", "--size", str(plan.storage_bytes), "--tmpfs", ENCLAVE_ROOT,
         "--symlink", f"{ENCLAVE_ROOT}/tmp", "/tmp",
         "--bind", str(plan.pod_dir), POD_DIR_INSIDE,
+        *(["--bind", str(plan.log_dir), str(plan.log_dir)] if plan.log_dir else []),
         "--perms", "0400", "--ro-bind-data", str(plan.config_fd), CONFIG_INSIDE,
         "--chdir", ENCLAVE_ROOT,
         "--clearenv", "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -48,8 +48,8 @@ if os.geteuid() != 0:
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "workflows" / "pod-launch.yaml"
-TO_MOUNTED = ["requested", "enclave-init", "agent-ready", "pulling", "verifying", "attesting", "key-released",
-              "decrypted", "mounted", "running"]
+TO_MOUNTED = ["requested", "enclave-init", "agent-ready", "sandbox-ready", "pulling", "verifying", "attesting",
+              "key-released", "decrypted", "mounted", "running"]
 TIMEOUT = 60.0
 MARKER = "enclaveflow-e2e-ran"  # written by the workload; its spec only holds "enclaveflow e2e-ran"
 
@@ -164,17 +164,32 @@ async def launched(tmp_path: Path, world: World, image: str, config: dict[str, A
     store = Store(open_database(str(db_path)), AuditChain(signer, 1000, postgres=False))
     host = EnclaveHost(tmp_path / "run", platform_key_path=world.platform_key)
     observer = kill_agent_when_entering(host, pod_uid, kill_agent_in) if kill_agent_in else None
-    run_input = {"pod": {"namespace": "default", "name": "web", "uid": pod_uid}, "image": image,
-                 "enclave": config, "container": container or {"command": ["/bin/sh", "-c", "sleep 300"]}}
+    run_input = {"pod": {"namespace": "default", "name": "web", "uid": pod_uid}, "enclave": config,
+                 "log_directory": None}
     try:
         async with Worker(store, registry, session_factory=host.session_factory, enclave_dispatch=host.dispatch,
                           observer=observer, poll_interval=0.05) as worker:
             run_id = await worker.submit(loaded, run_input, pod=("default", "web", pod_uid))
-            yield Launch(run_id, pod_uid, store, signer, host, worker, db_path)
+            launch = Launch(run_id, pod_uid, store, signer, host, worker, db_path)
+            await launch.until(lambda r: r.state == "sandbox-ready" and r.status == "waiting", "sandbox not ready")
+            store.signal(run_id, "image", {"image": image})
+            if container is not None:
+                await launch.until_running()
+                await start_container(launch, container)
+            yield launch
     finally:
         for enclave in host.manager.list():
             await host.manager.destroy(enclave.pod_uid)
         await host.close()
+
+
+async def start_container(launch: Launch, spec: dict[str, Any], container_id: str = "main") -> dict[str, Any]:
+    """Create and start a container in the pod's enclave through its agent (as the CRI backend does)."""
+    results = json.loads(launch.row().context)["results"]
+    client = launch.host.manager.client(launch.pod_uid)
+    await client.container("CreateContainer", 30, container_id=container_id, spec_json=json.dumps(spec),
+                           bundle=results["mounted"]["bundle"], manifest_digest=results["pulling"]["manifest_digest"])
+    return await client.container("StartContainer", 30, container_id=container_id)
 
 
 def _in_enclave(pid: int, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -321,8 +336,8 @@ async def test_a_daemon_killed_mid_launch_resumes_and_reattaches_to_the_same_enc
     config = world.enclave_config()
     register_measurement(world, config)
     db = tmp_path / "engine.db"
-    run_input = {"pod": {"namespace": "default", "name": "web", "uid": "uid-kill9"}, "image": world.good_image,
-                 "enclave": config, "container": {"command": ["/bin/sh", "-c", "sleep 300"]}}
+    run_input = {"pod": {"namespace": "default", "name": "web", "uid": "uid-kill9"}, "enclave": config,
+                 "log_directory": None}
     (tmp_path / "input.json").write_text(json.dumps(run_input))
     env = {**os.environ, "ENCLAVEFLOW_HOME": str(tmp_path / "home")}
     first = _daemon(tmp_path, world, db, "daemon-1")
@@ -336,6 +351,11 @@ async def test_a_daemon_killed_mid_launch_resumes_and_reattaches_to_the_same_enc
         store = Store(open_database(str(db)), AuditChain(Signer(Ed25519PrivateKey.generate()), 1000, postgres=False))
         launch = Launch(run_id, "uid-kill9", store, Signer(Ed25519PrivateKey.generate()),
                         EnclaveHost(tmp_path / "run"), None, db)  # type: ignore[arg-type]
+        await launch.until(lambda r: r.state == "sandbox-ready" and r.status == "waiting", "sandbox not ready")
+        image = subprocess.run([str(ENCLAVEFLOW), "--db", str(db), "runs", "signal", run_id, "image", "--data",
+                                json.dumps({"image": world.good_image})], capture_output=True, text=True, env=env,
+                               timeout=60)
+        assert image.returncode == 0, image.stderr
         await launch.until(lambda r: r.state in ("decrypted", "mounted", "running"), "never got past key release")
         before = launch.enclave()
         assert before is not None

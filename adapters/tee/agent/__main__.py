@@ -58,9 +58,9 @@ def _registry() -> Any:
 
 
 def _containers(session: Any) -> Any:
-    from adapters.runtime.manager import ContainerManager
+    from .containers import ContainerService
 
-    return ContainerManager.for_session(session)
+    return ContainerService(session)
 
 
 async def serve(args: argparse.Namespace) -> None:

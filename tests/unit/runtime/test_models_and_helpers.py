@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.runtime import cgroups
-from adapters.runtime.actions import StartParams, StopParams, _bundle_rootfs
+from adapters.runtime.actions import StartParams, StopParams, bundle_rootfs
 from adapters.runtime.models import ContainerSpec
 from adapters.runtime.runc import last_error
 from engine.errors import InvalidParams
@@ -49,8 +49,8 @@ def test_params_validate_ids_and_timeouts() -> None:
 @pytest.mark.parametrize("bundle", ["/abs/bundle", "../outside", "bundles/../../x"])
 def test_bundle_must_stay_in_the_session_storage(tmp_path: Path, bundle: str) -> None:
     with pytest.raises(InvalidParams):
-        _bundle_rootfs(tmp_path, bundle)
-    assert _bundle_rootfs(tmp_path, "bundles/p/") == tmp_path / "bundles/p/rootfs"
+        bundle_rootfs(tmp_path, bundle)
+    assert bundle_rootfs(tmp_path, "bundles/p/") == tmp_path / "bundles/p/rootfs"
 
 
 def test_oom_kills_v1_and_v2(tmp_path: Path) -> None:

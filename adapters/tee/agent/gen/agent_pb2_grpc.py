@@ -65,6 +65,26 @@ class EnclaveAgentStub:
                 request_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
                 response_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
                 _registered_method=True)
+        self.ContainerStats = channel.unary_unary(
+                '/enclaveflow.agent.v1.EnclaveAgent/ContainerStats',
+                request_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+                response_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+                _registered_method=True)
+        self.UpdateContainerResources = channel.unary_unary(
+                '/enclaveflow.agent.v1.EnclaveAgent/UpdateContainerResources',
+                request_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+                response_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+                _registered_method=True)
+        self.ReopenContainerLog = channel.unary_unary(
+                '/enclaveflow.agent.v1.EnclaveAgent/ReopenContainerLog',
+                request_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+                response_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+                _registered_method=True)
+        self.ListContainers = channel.unary_unary(
+                '/enclaveflow.agent.v1.EnclaveAgent/ListContainers',
+                request_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+                response_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+                _registered_method=True)
         self.ContainerLogs = channel.unary_stream(
                 '/enclaveflow.agent.v1.EnclaveAgent/ContainerLogs',
                 request_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.LogsRequest.SerializeToString,
@@ -140,6 +160,31 @@ class EnclaveAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ContainerStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContainerResources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenContainerLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContainers(self, request, context):
+        """Every container of this enclave: status_json is a JSON list of statuses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ContainerLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -197,6 +242,26 @@ def add_EnclaveAgentServicer_to_server(servicer, server):
             ),
             'RemoveContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveContainer,
+                    request_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.FromString,
+                    response_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.SerializeToString,
+            ),
+            'ContainerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerStats,
+                    request_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.FromString,
+                    response_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.SerializeToString,
+            ),
+            'UpdateContainerResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContainerResources,
+                    request_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.FromString,
+                    response_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.SerializeToString,
+            ),
+            'ReopenContainerLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenContainerLog,
+                    request_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.FromString,
+                    response_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.SerializeToString,
+            ),
+            'ListContainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainers,
                     request_deserializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.FromString,
                     response_serializer=adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.SerializeToString,
             ),
@@ -452,6 +517,114 @@ class EnclaveAgent:
             request,
             target,
             '/enclaveflow.agent.v1.EnclaveAgent/RemoveContainer',
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaveflow.agent.v1.EnclaveAgent/ContainerStats',
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateContainerResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaveflow.agent.v1.EnclaveAgent/UpdateContainerResources',
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenContainerLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaveflow.agent.v1.EnclaveAgent/ReopenContainerLog',
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
+            adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enclaveflow.agent.v1.EnclaveAgent/ListContainers',
             adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerRequest.SerializeToString,
             adapters_dot_tee_dot_agent_dot_gen_dot_agent__pb2.ContainerReply.FromString,
             options,
