@@ -165,7 +165,7 @@ def test_cli_measure(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-de
 async def test_measure_action_uses_session_config(tmp_path: Path) -> None:
     reg = ActionRegistry()
     register(reg)
-    assert reg.names() == ["tee.measure"]
+    assert reg.names() == ["tee.create_enclave", "tee.destroy_enclave", "tee.measure", "tee.wait_agent"]
     session = EnclaveSession("pod", tmp_path, config={"kbs_url": "http://kbs"})
     ctx = ActionContext(run_id="r", workflow="w", state="enclave-init", attempt=1, session=session)
     out = await reg.call("tee.measure", {}, ctx, "k")
