@@ -195,6 +195,10 @@ class Worker:
         self._wake.set()
         return await fut
 
+    def wake(self) -> None:
+        """Look for due runs now: a run was made due from outside (an event delivered, a cancel)."""
+        self._poke.set()
+
     async def pending_event(self, run_id: str, name: str) -> tuple[int, dict[str, Any]] | None:
         return await self._in_db(self.store.pending_event, run_id, name)
 

@@ -211,6 +211,23 @@ class Store:
                 pod_namespace=run.pod_namespace, pod_name=run.pod_name, pod_uid=run.pod_uid,
                 from_state=run.state, actor=sender, outcome="ok", data=dump_data({"event": event}))])
 
+    def note(self, run_id: str, event: str, data: dict[str, Any], actor: str = "cli",
+             outcome: str = "ok") -> None:
+        """Record something done to a run outside its steps (a CRI container call) in its audit trail.
+
+        The run's state does not change; the event is chained like every other, so ``audit query``
+        shows a pod's container lifecycle next to its launch states.
+        """
+        t = now_us()
+        with self.writer.begin() as conn:
+            run = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            if run is None:
+                raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
+            self.chain.append(conn, [AuditRecord(
+                time_us=t, event=event, run_id=run_id, workflow=run.workflow, pod_namespace=run.pod_namespace,
+                pod_name=run.pod_name, pod_uid=run.pod_uid, from_state=run.state, actor=actor, outcome=outcome,
+                data=dump_data(data))])
+
     def request_cancel(self, run_id: str, actor: str = "cli") -> str:
         t = now_us()
         with self.writer.begin() as conn:

@@ -57,7 +57,7 @@ class DaemonConfig(BaseSettings):
     concurrency: int = Field(64, ge=1, le=10000, description="runs driven at once")
     lease_ttl: float = Field(30.0, ge=3.0, le=3600.0, description="run lease in seconds")
     drain_seconds: float = Field(20.0, ge=0.0, le=3600.0, description="how long SIGTERM waits for in-flight steps")
-    log_dir: Path = Field(Path("/var/log/pods"), description="where container logs go when CRI gives a relative path")
+    cri: bool = Field(True, description="serve the CRI socket (off: engine and enclaves only)")
 
     @field_validator("kbs_url")
     @classmethod

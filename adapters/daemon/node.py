@@ -13,8 +13,10 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from adapters.cri.run_watch import RunWatch
 from engine.executor import Worker
 
 from .config import DaemonConfig
@@ -30,6 +32,8 @@ class Node:
     host: Any = None
     worker: Worker | None = None
     services: list[Any] = field(default_factory=list)
+    watch: RunWatch = field(default_factory=RunWatch)
+    backend: Any = None
 
     def db_url(self) -> str:
         from engine.config import default_db_url
@@ -56,10 +60,29 @@ class Node:
             if self.host.manager.alive(enclave):
                 await self.host.manager.attach(enclave)
                 reattached += 1
+        self.watch = RunWatch()
         self.worker = Worker(self.store, self.registry, concurrency=cfg.concurrency, lease_ttl=cfg.lease_ttl,
-                             session_factory=self.host.session_factory, enclave_dispatch=self.host.dispatch)
+                             session_factory=self.host.session_factory, enclave_dispatch=self.host.dispatch,
+                             observer=self.watch.observe)
         await self.worker.start()
         log.info("worker %s started; %d live enclave(s) re-attached", self.worker.owner, reattached)
+        if cfg.cri:
+            await self._start_cri()
+
+    async def _start_cri(self) -> None:
+        from adapters.cri.engine_backend import EngineBackend
+        from adapters.cri.server import CriServer, CriServerConfig
+        from engine.spec import load_spec_file, validate
+
+        cfg = self.config
+        spec = validate(load_spec_file(pod_launch_spec()), self.registry)
+        self.backend = EngineBackend(store=self.store, worker=self.worker, host=self.host, spec=spec,
+                                     watch=self.watch, state_dir=cfg.run_dir / "cri",
+                                     enclave_config=cfg.enclave_config())
+        server = CriServer(self.backend, CriServerConfig(socket_path=cfg.cri_socket))
+        await server.start()
+        self.services.append(server)
+        log.info("CRI v1 on unix://%s", cfg.cri_socket)
 
     async def stop(self) -> None:
         for service in reversed(self.services):
@@ -88,3 +111,10 @@ def load_registry() -> Any:
     for name, reason in registry.unavailable.items():
         log.warning("adapter %r is unavailable: %s", name, reason)
     return registry
+
+
+def pod_launch_spec() -> Path:
+    """The shipped ``workflows/pod-launch.yaml`` (next to the installed ``adapters`` package)."""
+    import adapters
+
+    return Path(adapters.__file__).resolve().parents[1] / "workflows" / "pod-launch.yaml"
