@@ -9,7 +9,8 @@ enclave may see, as a pure function that is unit-tested without starting anythin
   ``/bin``, ``/lib`` ... links), a few files of ``/etc``, the Python installation, the virtual
   environment and the project's ``engine/`` and ``adapters/`` code, plus ``/sys`` (read-only) with
   ``/sys/fs/cgroup`` writable for runc, a fresh ``/proc`` and a minimal ``/dev``;
-- ONE writable place, a private tmpfs of the configured size at ``/enclave`` (``/tmp`` points into it);
+- ONE writable place, a private tmpfs of the configured size at ``/enclave`` (``TMPDIR`` points into
+  it; the sandbox's own root is remounted read-only);
 - the per-pod directory (sockets only) at ``/run/enclaveflow/pod``;
 - the pod's CRI log directory, when it has one, at the same path: kubelet and crictl read container
   logs from the host, as with any CRI runtime (what a workload prints is its own choice);
@@ -93,10 +94,10 @@ def bwrap_argv(plan: SandboxPlan, agent_args: list[str]) -> list[str]:
         "--ro-bind", "/sys", "/sys", "--bind", "/sys/fs/cgroup", "/sys/fs/cgroup",
         "--proc", "/proc", "--dev", "/dev",
         "--perms", "0700", "--size", str(plan.storage_bytes), "--tmpfs", ENCLAVE_ROOT,
-        "--symlink", f"{ENCLAVE_ROOT}/tmp", "/tmp",
         "--bind", str(plan.pod_dir), POD_DIR_INSIDE,
         *(["--bind", str(plan.log_dir), str(plan.log_dir)] if plan.log_dir else []),
         "--perms", "0400", "--ro-bind-data", str(plan.config_fd), CONFIG_INSIDE,
+        "--remount-ro", "/",
         "--chdir", ENCLAVE_ROOT,
         "--clearenv", "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "--setenv", "HOME", ENCLAVE_ROOT, "--setenv", "TMPDIR", f"{ENCLAVE_ROOT}/tmp",
