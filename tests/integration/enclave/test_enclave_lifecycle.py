@@ -19,7 +19,6 @@ from adapters.tee.enclaves import EnclaveManager
 from adapters.tee.errors import EnclaveLost
 from adapters.tee.measurement import launch_digest
 from engine.actions import ActionContext
-
 from tests.support.enclaves import assert_nothing_left, processes_gone, wait_until
 
 CONFIG = {"kbs_url": "http://127.0.0.1:1", "tee": "sim", "image_policy": {"default": [{"type": "reject"}]}}

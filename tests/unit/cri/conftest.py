@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.cri import CriServer, CriServerConfig
-from tests.support.cri_client import CriClient
+from adapters.cri.client import CriClient
 from tests.unit.cri.cri_fake_backend import FakeBackend, as_backend
 
 

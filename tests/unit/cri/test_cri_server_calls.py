@@ -8,8 +8,8 @@ import json
 import grpc
 import pytest
 
+from adapters.cri.client import CriClient
 from adapters.cri.gen import api_pb2 as pb
-from tests.support.cri_client import CriClient
 from tests.unit.cri.cri_fake_backend import FakeBackend
 
 IMAGE = "busybox"

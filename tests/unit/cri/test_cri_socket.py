@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from adapters.cri import CriServer, CriServerConfig
+from adapters.cri.client import CriClient
 from adapters.cri.errors import FailedPrecondition
 from adapters.cri.gen import api_pb2 as pb
-from tests.support.cri_client import CriClient
 from tests.unit.cri.cri_fake_backend import FakeBackend
 
 

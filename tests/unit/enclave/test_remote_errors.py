@@ -34,7 +34,8 @@ def test_an_unknown_exception_keeps_its_class_name_in_the_message_and_is_transie
 
 
 def test_hostile_names_are_dropped_and_bounded() -> None:
-    back = rebuild(["../../etc", "Ok_Name", "x" * 500, "ActionError"] + [f"N{i}" for i in range(100)], "m" * 10_000, True)
+    names_in = ["../../etc", "Ok_Name", "x" * 500, "ActionError"] + [f"N{i}" for i in range(100)]
+    back = rebuild(names_in, "m" * 10_000, True)
     names = back.names()
     assert "../../etc" not in names and "x" * 500 not in names and "Ok_Name" in names
     assert len(names) <= 14 and len(back.message) <= 2000

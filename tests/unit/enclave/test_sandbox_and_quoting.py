@@ -14,8 +14,8 @@ from adapters.tee.sim_evidence import verify_sim_evidence
 
 
 def _argv(tmp_path: Path) -> list[str]:
-    plan = SandboxPlan("pod-1", tmp_path / "pods" / "pod-1", 64 << 20, (Path("/work/x/engine"), Path("/work/x/adapters")),
-                       config_fd=5, info_fd=6, ready_fd=7)
+    code = (Path("/work/x/engine"), Path("/work/x/adapters"))
+    plan = SandboxPlan("pod-1", tmp_path / "pods" / "pod-1", 64 << 20, code, config_fd=5, info_fd=6, ready_fd=7)
     return bwrap_argv(plan, agent_argv(plan))
 
 

@@ -1,4 +1,4 @@
-"""A small Python CRI client for tests: the generated ``runtime.v1`` stubs over a unix socket.
+"""A small Python CRI client (enclaveflow launch, pods, tests): the ``runtime.v1`` stubs over a unix socket.
 
 It speaks the wire protocol exactly as kubelet does (it uses the same proto), adds builders for the
 messages tests send most, and a ``wait_for_container_state`` that polls instead of sleeping::
