@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from adapters.session import EnclaveSession
 from ..errors import AgentBusy, AgentProtocolError, MissingDeadline
 from ..remote_errors import describe
 
+log = logging.getLogger("enclaveflow.agent")
 MAX_OUTCOMES = 1024
 MAX_JSON_DEPTH = 64
 AGENT_VERSION = "0.2.0"
@@ -77,6 +80,8 @@ class AgentCore:
         self._tasks: dict[str, tuple[str, asyncio.Task[Outcome]]] = {}
         self._outcomes: OrderedDict[str, tuple[str, Outcome]] = OrderedDict()
         self.started = time.monotonic()
+        self._registry_lock = threading.Lock()
+        self._prewarming = False
 
     # -- Run ------------------------------------------------------------------------------------------
     async def run(self, call: RunCall, time_remaining: float | None) -> tuple[Outcome, bool]:
@@ -149,9 +154,31 @@ class AgentCore:
 
     def registry(self) -> Any:
         """The action table, loaded on first use (keeps the agent's start-up and idle memory small)."""
-        if self._registry is None:
-            self._registry = self._load_registry()
-        return self._registry
+        with self._registry_lock:
+            if self._registry is None:
+                self._registry = self._load_registry()
+            return self._registry
+
+    def prewarm(self) -> None:
+        """Load the action table in a thread now, so the first ``Run`` does not pay for the imports.
+
+        Called once the host has asked for the agent's identity (the launch goes on to pull next):
+        start-up and the idle memory of an agent nobody uses yet stay small.
+        """
+        if self._registry is None and not self._prewarming:
+            self._prewarming = True
+            threading.Thread(target=self._prewarm, name="agent-prewarm", daemon=True).start()
+
+    def _prewarm(self) -> None:
+        try:
+            registry = self.registry()
+            for name in ("registry.pull", "image.verify", "image.decrypt", "image.mount"):
+                if name in registry:
+                    registry.get(name)
+            import adapters.image.stages  # noqa: F401 - the decrypt/unpack path the launch takes next
+            import adapters.registry.pull  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs time; the Run reports the error
+            log.warning("warming up the action table failed (%s); the first call will load it", type(exc).__name__)
 
     def _ensure_provider(self) -> None:
         """Quotes come from the host's quoting service: put that provider where attestation looks."""

@@ -53,6 +53,7 @@ class AgentServicer(pb_grpc.EnclaveAgentServicer):
 
             names, message, _ = describe(exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{names[0]}: {message}")
+        self.core.prewarm()
         return pb.IdentityReply(**ident)
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> pb.RunReply:
