@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import ActionError, InvalidState
-from engine.schema import runs
+from engine.schema import attempts, runs
 
 from .errors import AlreadyExists, DeadlineExceeded, FailedPrecondition, Internal, InvalidArgument, NotFound
 from .models import (
@@ -127,8 +127,8 @@ class EngineBackend:
         row = await self._until(run_id, lambda r: r.state in READY_STATES or r.status in TERMINAL,
                                 SANDBOX_START_TIMEOUT, "the pod's enclave to start")
         if row.status in TERMINAL:
-            raise Internal(f"the pod's enclave did not start: run {run_id} {row.status} in {row.state} "
-                           f"({row.error_type}: {row.error_detail}); see 'enclaveflow runs show {run_id}'.")
+            raise Internal(f"the pod's enclave did not start: run {run_id} {self.failure(row)}; "
+                           f"see 'enclaveflow runs show {run_id}'.")
         return run_id
 
     async def stop_sandbox(self, sandbox_id: str) -> None:
@@ -340,6 +340,15 @@ class EngineBackend:
             raise NotFound(f"no sandbox {run_id[:12]}")
         return row
 
+    def failure(self, row: Any) -> str:
+        """Where and why the run failed, in one phrase: 'failed at attesting (AttestationRejected: ...)'."""
+        with self.store.engine.connect() as conn:
+            last = conn.execute(sa.select(attempts.c.state).where(attempts.c.run_id == row.id,
+                                                                  attempts.c.outcome != "ok")
+                                .order_by(attempts.c.id.desc()).limit(1)).first()
+        where = f"failed at {last.state}" if last is not None else f"{row.status} in {row.state}"
+        return f"{where} ({row.error_type}: {row.error_detail})"
+
     def _sandbox(self, sandbox_id: str) -> Any:
         """The run of a sandbox id or unique id prefix (as crictl's short ids), not removed."""
         if not sandbox_id or len(sandbox_id) > 64:
@@ -377,7 +386,7 @@ class EngineBackend:
             labels=sandbox.get("labels", {}), annotations=sandbox.get("annotations", {}),
             runtime_handler=sandbox.get("runtime_handler", ""),
             run_id=row.id, run_state=f"{row.state} ({row.status})",
-            last_error=f"{row.error_type}: {row.error_detail}" if row.error_type else None,
+            last_error=self.failure(row) if row.error_type else None,
             extra_info={"enclave": self._enclave_info(row)},
         )
 
@@ -417,9 +426,7 @@ class EngineBackend:
                                 or r.status in TERMINAL or r.state in ("stopping", "stopped"),
                                 IMAGE_TIMEOUT, f"image {ref} to be pulled and mounted in the pod's enclave")
         if row.state != "running":
-            raise FailedPrecondition(
-                f"the pod could not get image {ref}: its run {row.id} is {row.status} in {row.state} "
-                f"({row.error_type}: {row.error_detail}).")
+            raise FailedPrecondition(f"the pod could not get image {ref}: its run {row.id} {self.failure(row)}.")
         held = _input_events(row).get("image", {}).get("image")
         if held != ref:
             raise FailedPrecondition(f"this pod's enclave holds image {held}; one image per pod in this version.")

@@ -70,7 +70,7 @@ class DaemonConfig(BaseSettings):
     @classmethod
     def _listen(cls, v: str) -> str:
         host, _, port = v.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8790")
         return v
 

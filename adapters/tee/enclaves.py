@@ -46,6 +46,7 @@ START_TIMEOUT = 20.0
 _UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "enclaveflow"
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,10 @@ class EnclaveManager:
             from engine.errors import InvalidParams
 
             raise InvalidParams("enclave storage must be between 16 MiB and 64 GiB.")
+        longest = self.pod_dir(uid) / "agent.sock"
+        if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+            raise EnclaveStartFailed(f"the pod's socket path {longest} is longer than a unix socket allows "
+                                     f"({MAX_SOCKET_PATH} bytes); use a shorter run directory (--run-dir).")
         async with self._lock(uid):
             found = self.find(uid)
             if found is not None and self.alive(found):

@@ -210,10 +210,11 @@ def build_busybox_image(
     tag: str = "latest",
     extra_files: Mapping[str, bytes] | None = None,
     cmd: tuple[str, ...] = ("sh",),
+    applets: tuple[str, ...] = (),
 ) -> Path:
     """Build an OCI image layout at ``layout_dir`` (created or extended) tagged ``tag``.
 
-    Layer 1 holds ``/bin/busybox`` (static) and a ``/bin/sh`` symlink; when ``extra_files`` is given
+    Layer 1 holds ``/bin/busybox`` (static), a ``/bin/sh`` symlink and one per name in ``applets``; when ``extra_files`` is given
     (image path -> content) they go into a second layer. Entrypoint ``/bin/busybox``, cmd ``cmd``.
     Returns ``layout_dir``.
     """
@@ -227,6 +228,8 @@ def build_busybox_image(
         (base / "bin").mkdir(parents=True)
         shutil.copy2(BUSYBOX, base / "bin" / "busybox")
         (base / "bin" / "sh").symlink_to("busybox")
+        for applet in applets:
+            (base / "bin" / applet).symlink_to("busybox")
         _run(["umoci", "insert", "--image", image, str(base), "/"])
         if extra_files:
             add_layer(layout_dir, tag, extra_files)
