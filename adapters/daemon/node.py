@@ -68,6 +68,18 @@ class Node:
         log.info("worker %s started; %d live enclave(s) re-attached", self.worker.owner, reattached)
         if cfg.cri:
             await self._start_cri()
+        await self._start_admin()
+
+    async def _start_admin(self) -> None:
+        from .admin import AdminServer
+
+        host, port = self.config.admin_address()
+        admin = AdminServer(self, host, port)
+        await admin.start()
+        self.services.append(admin)
+        address = f"http://{host}:{admin.port}"
+        (self.config.run_dir / "admin.addr").write_text(address + "\n")
+        log.info("admin API on %s (healthz, metrics, runs, audit)", address)
 
     async def _start_cri(self) -> None:
         from adapters.cri.engine_backend import EngineBackend

@@ -379,3 +379,29 @@ async def test_an_unregistered_measurement_fails_at_attesting(world: World, node
         other.stop()
     assert_clean(other)
     shutil.rmtree(tmp_path)
+
+
+async def test_the_admin_api_answers_on_loopback(node: Node, cri: CriClient) -> None:
+    import httpx
+
+    pod = node.pod(cri, "admin")
+    pod_id = (await cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    base = (node.daemon.run_dir / "admin.addr").read_text().strip()
+    assert base.startswith("http://127.0.0.1:")
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        health = (await http.get("/healthz")).json()
+        assert health["status"] == "ok" and health["enclaves"] >= 1
+        metrics = (await http.get("/metrics")).text
+        assert 'enclaveflow_runs{workflow="pod-launch",state="sandbox-ready",status="waiting"}' in metrics
+        assert "enclaveflow_enclaves_running" in metrics
+        listed = (await http.get("/runs", params={"filter": 'workflow = "pod-launch"'})).json()
+        assert pod_id in [r["id"] for r in listed]
+        mine = next(r for r in listed if r["id"] == pod_id)
+        assert (mine["pod_namespace"], mine["pod_name"], mine["pod_uid"]) == ("default", "admin", pod.metadata.uid)
+        shown = (await http.get(f"/runs/{pod_id}")).json()
+        assert shown["state"] == "sandbox-ready" and shown["attempts"]
+        trail = (await http.get("/audit", params={"filter": f'run = "{pod_id}"'})).json()
+        assert trail and all(e["run_id"] == pod_id for e in trail)
+        bad = await http.get("/runs", params={"filter": "status = "})
+        assert bad.status_code == 400 and bad.json()["error"]
+        assert (await http.get("/runs/nope")).status_code == 404
