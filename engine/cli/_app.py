@@ -159,6 +159,12 @@ def run_app(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {exc.name}: {exc.message}", err=True)
         return 1
+    except ModuleNotFoundError as exc:  # a dependency imported inside the command is not installed
+        if _debug(args):
+            raise
+        typer.echo(f"error: the Python package providing module {exc.name!r} is not installed", err=True)
+        typer.echo("hint: install it, or reinstall enclaveflow with its dependencies", err=True)
+        return 1
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130

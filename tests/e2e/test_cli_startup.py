@@ -209,8 +209,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp
             typer.echo("hello")
 
         @app.command()
-        def bye() -> None:
-            typer.echo("bye")
+        def needs() -> None:
+            import ef_missing_inside_xyz  # a dependency the command imports when it runs
     '''))
 
     def run(args: list[str]) -> tuple[int, str, str]:
@@ -264,6 +264,18 @@ def test_plugin_help_comes_from_its_typer(cli) -> None:  # type: ignore[no-untyp
     assert "doc       Help from the Typer itself." in out and "docstring" not in out
     code, out, _ = cli(["doc", "hello"])
     assert code == 0 and out == "hello\n"
+
+
+def test_a_module_missing_when_a_command_runs_is_named_in_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+    cli.set_plugins(("doc", "ef_doc_plugin:app"))
+    code, out, err = cli(["doc", "needs"])
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        "error: the Python package providing module 'ef_missing_inside_xyz' is not installed",
+        "hint: install it, or reinstall enclaveflow with its dependencies",
+    ]
+    with pytest.raises(ModuleNotFoundError):
+        cli(["doc", "needs", "--debug"])
 
 
 def test_plugin_name_clash_and_bad_targets(cli) -> None:  # type: ignore[no-untyped-def]
