@@ -18,7 +18,7 @@ HELP = (
 app = typer.Typer(help=HELP, rich_markup_mode=None)
 
 
-@app.callback(invoke_without_command=True)
+@app.command("daemon")
 def daemon(
     config: Annotated[Path | None, typer.Option("--config", help="YAML config file (keys like the flags).")] = None,
     cri_socket: Annotated[Path | None, typer.Option("--cri-socket", help="CRI v1 unix socket path.")] = None,
@@ -30,7 +30,8 @@ def daemon(
     platform_key: Annotated[Path | None, typer.Option("--platform-key", help="Sim platform key file.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run until SIGTERM or SIGINT, then drain: in-flight steps finish, leases are released.
+    """Run the node daemon (CRI socket, engine worker, pod enclaves, admin API) until SIGTERM or SIGINT,
+    then drain: in-flight steps finish, leases are released, enclaves keep running for the next start.
 
     Example: enclaveflow daemon --policy policy.json --kbs-url http://127.0.0.1:8080
     """

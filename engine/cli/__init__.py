@@ -22,26 +22,4 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, map errors to one sentence and an exit code."""
     from ._app import run_app
 
-    code = run_app(argv)
-    if argv is None:  # the console script itself, not an in-process caller
-        _leave(code)
-    sys.exit(code)
-
-
-def _leave(code: int) -> None:
-    """End the process without the interpreter's module-by-module teardown.
-
-    The command's work is done and its threads are shut down; tearing down a few hundred imported
-    modules would still cost 60-90 ms, a fifth of a short ``image pull``. Exit handlers run and the
-    standard streams are flushed first, so nothing written is lost.
-    """
-    import atexit
-    import os
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written anyway
-            pass
-    os._exit(code)
+    sys.exit(run_app(argv))

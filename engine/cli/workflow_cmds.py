@@ -82,7 +82,15 @@ def graph_cmd(
 
 @workflow_app.command("schema")
 def schema_cmd() -> None:
-    """Print the JSON Schema of the workflow format (as in specs/workflow.schema.json)."""
+    """Print the JSON Schema of the workflow format (as in specs/workflow.schema.json).
+
+    Example: enclaveflow workflow schema > workflow.schema.json
+
+    Editors that read yaml-language-server comments then check a spec as it is typed when it starts with:
+
+    \b
+      # yaml-language-server: $schema=workflow.schema.json
+    """
     from ..spec.schema import workflow_json_schema
 
     typer.echo(json.dumps(workflow_json_schema(), indent=2, sort_keys=True))

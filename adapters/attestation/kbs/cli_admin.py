@@ -6,15 +6,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from engine.errors import UsageError
 
 from ..errors import ProtocolError
-from ..protocol import ResourcePath, parse_resource_path, parse_resource_uri
-from .admin_client import AdminClient
+
+if TYPE_CHECKING:  # imported inside the commands: ``enclaveflow --help`` imports this module
+    from ..protocol import ResourcePath
+    from .admin_client import AdminClient
 
 KbsUrl = Annotated[str | None, typer.Option("--kbs-url", envvar="ENCLAVEFLOW_KBS_URL", help="KBS base URL.")]
 AdminKey = Annotated[
@@ -29,10 +31,14 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def _client(url: str | None, key: Path | None) -> AdminClient:
+    from .admin_client import AdminClient
+
     return AdminClient(url or DEFAULT_URL, key)
 
 
 def _path(text: str) -> ResourcePath:
+    from ..protocol import parse_resource_path, parse_resource_uri
+
     try:
         return parse_resource_uri(text) if "://" in text else parse_resource_path(text)
     except ProtocolError as exc:
