@@ -214,8 +214,9 @@ def build_busybox_image(
 ) -> Path:
     """Build an OCI image layout at ``layout_dir`` (created or extended) tagged ``tag``.
 
-    Layer 1 holds ``/bin/busybox`` (static), a ``/bin/sh`` symlink and one per name in ``applets``; when ``extra_files`` is given
-    (image path -> content) they go into a second layer. Entrypoint ``/bin/busybox``, cmd ``cmd``.
+    Layer 1 holds ``/bin/busybox`` (static), a ``/bin/sh`` symlink and one per name in ``applets``;
+    when ``extra_files`` is given (image path -> content) they go into a second layer.
+    Entrypoint ``/bin/busybox``, cmd ``cmd``.
     Returns ``layout_dir``.
     """
     layout_dir = Path(layout_dir)
