@@ -83,7 +83,7 @@ async def close_session(session: Any) -> None:
         await manager.close()
 
 
-def _bundle_rootfs(storage: Path, bundle: str) -> Path:
+def bundle_rootfs(storage: Path, bundle: str) -> Path:
     clean = posixpath.normpath(bundle)
     if bundle.startswith("/") or clean.startswith("..") or ".." in bundle.split("/"):
         raise InvalidParams("The bundle must be image.mount's relative 'bundle' result (like 'bundles/pod').")
@@ -100,7 +100,7 @@ async def start_action(params: StartParams, ctx: ActionContext, idempotency_key:
     try:
         status = manager.status(params.container_id)
     except ContainerNotFound:
-        rootfs = _bundle_rootfs(Path(session.storage), params.bundle or f"{BUNDLES_DIR}/{session.pod_id}")
+        rootfs = bundle_rootfs(Path(session.storage), params.bundle or f"{BUNDLES_DIR}/{session.pod_id}")
         image = load_image(session_store(session), params.manifest_digest)
         status = await manager.create(params.container_id, params.spec, rootfs, image.config)
     if status.state == "CREATED":
