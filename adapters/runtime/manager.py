@@ -24,7 +24,9 @@ read-only (``root.readonly``), which is still safe to share.
 is ``OOMKilled`` when the kernel OOM-killed a process in the container's memory cgroup (read before
 the cgroup is removed), else ``Completed`` for 0 and ``Error`` otherwise. A container whose process
 never started (runc refused the config, the executable is missing) is EXITED with code 128, reason
-``Error`` and runc's reason as the message, and ``start`` raises ``StartFailed``.
+``Error`` and runc's reason as the message, and ``start`` raises ``StartFailed``; runc also prints
+that reason on the container's stderr, so it is the last line of the CRI log too (where a
+``kubectl logs`` user looks).
 
 **Stop** sends SIGTERM to the container's init, waits up to the timeout, then SIGKILL (a pid
 namespace's init ignores signals it has no handler for, which is why the SIGKILL step matters).
