@@ -60,7 +60,7 @@ def _session(ctx: ActionContext, action: str) -> Any:
 
 def manager_for(session: Any) -> ContainerManager:
     """The session's container manager (created on first use). ``session.config["runtime"]`` may set
-    ``runc`` (the binary), ``cgroup_parent`` and ``no_pivot`` (see ``ContainerManager``)."""
+    ``runc`` (the binary), ``cgroup_parent``, ``no_pivot`` and ``mount_roots`` (see ``ContainerManager``)."""
     key = str(Path(session.storage).resolve())
     manager = _managers.get(key)
     if manager is None:
@@ -73,6 +73,7 @@ def manager_for(session: Any) -> ContainerManager:
             # removes exactly enclaveflow/<pod uid>.
             cgroup_parent=runtime_config.get("cgroup_parent") or f"enclaveflow/{session.pod_id}",
             no_pivot=bool(runtime_config.get("no_pivot", False)),
+            mount_roots=[Path(p) for p in roots] if (roots := runtime_config.get("mount_roots")) is not None else None,
         )
         _managers[key] = manager
     return manager

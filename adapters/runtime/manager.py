@@ -24,7 +24,9 @@ read-only (``root.readonly``), which is still safe to share.
 is ``OOMKilled`` when the kernel OOM-killed a process in the container's memory cgroup (read before
 the cgroup is removed), else ``Completed`` for 0 and ``Error`` otherwise. A container whose process
 never started (runc refused the config, the executable is missing) is EXITED with code 128, reason
-``Error`` and runc's reason as the message, and ``start`` raises ``StartFailed``.
+``Error`` and runc's reason as the message, and ``start`` raises ``StartFailed``; runc also prints
+that reason on the container's stderr, so it is the last line of the CRI log too (where a
+``kubectl logs`` user looks).
 
 **Stop** sends SIGTERM to the container's init, waits up to the timeout, then SIGKILL (a pid
 namespace's init ignores signals it has no handler for, which is why the SIGKILL step matters).
@@ -117,7 +119,10 @@ class ContainerManager:
     ``cgroup_parent`` is the cgroup under which each container gets ``<parent>/<id>`` (default
     ``/enclaveflow/<hash of state_dir>``, distinct per manager); ``no_pivot`` makes runc use
     MS_MOVE+chroot instead of pivot_root, which is needed only when the agent's own root is the
-    initramfs ``rootfs`` (pivot_root refuses it).
+    initramfs ``rootfs`` (pivot_root refuses it). ``mount_roots``, when given, confines the spec's
+    bind mounts: a ``host_path`` must resolve (symlinks followed) to one of these directories or below,
+    and the resolved path is what gets mounted - the request comes from the untrusted host, and must
+    not reach into the enclave's private storage.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class ContainerManager:
         cgroup_parent: str | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         no_pivot: bool = False,
+        mount_roots: Sequence[Path] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -138,6 +144,7 @@ class ContainerManager:
         self.cgroup_parent = "/" + (cgroup_parent or f"/enclaveflow/{digest}").strip("/")
         self.start_timeout = start_timeout
         self.no_pivot = no_pivot
+        self.mount_roots = None if mount_roots is None else [os.path.realpath(r) for r in mount_roots]
         self._containers: dict[str, _Container] = {}
         self._overlay: bool | None = None
 
@@ -199,6 +206,7 @@ class ContainerManager:
             raise RootfsError(f"The image rootfs {rootfs} is not a directory; run image.mount first.")
         cdir = self.state_dir / container_id
         await self._purge(container_id, cdir)  # leftovers of an earlier, interrupted life of this id
+        spec = self._confine_mounts(spec)
         overlay = self._use_overlay()
         config = build_config(
             image_config,
@@ -372,9 +380,25 @@ class ContainerManager:
             self._containers.pop(container_id, None)
 
     async def close(self) -> None:
-        """Remove every container (the pod is going away)."""
+        """Remove every container (the pod is going away), then the manager's own cgroup parent."""
         for container_id in list(self._containers):
             await self.remove(container_id)
+        cgroups.remove_empty(self.cgroup_parent)
+
+    def _confine_mounts(self, spec: ContainerSpec) -> ContainerSpec:
+        """The spec with each mount source resolved and checked against ``mount_roots`` (if set)."""
+        if self.mount_roots is None or not spec.mounts:
+            return spec
+        confined = []
+        for mount in spec.mounts:
+            real = os.path.realpath(mount.host_path)
+            if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self.mount_roots):
+                raise InvalidContainerSpec(
+                    f"The mount source {mount.host_path[:120]!r} is outside the directories this pod may mount; "
+                    "use a volume under an allowed root."
+                )
+            confined.append(mount.model_copy(update={"host_path": real}))
+        return spec.model_copy(update={"mounts": confined})
 
     async def _purge(self, container_id: str, cdir: Path) -> None:
         await self.runc.delete(container_id)

@@ -286,3 +286,24 @@ async def test_an_unusable_log_path_fails_the_start_cleanly(
     with pytest.raises(StartFailed, match="log file"):
         await manager.start("lp")
     assert manager.status("lp").state == "CREATED"  # nothing ran; it can be removed as usual
+
+
+async def test_mount_roots_confine_bind_mounts(image_rootfs: Path, tmp_path: Path) -> None:
+    allowed, secret = tmp_path / "volumes", tmp_path / "enclave-private"
+    (allowed / "v").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "key").write_text("not for the workload\n")
+    (allowed / "sneaky").symlink_to(secret)
+    (allowed / "v" / "f").write_text("volume\n")
+    manager = ContainerManager(tmp_path / "mr", mount_roots=[allowed])
+    try:
+        for source in (secret, allowed / "sneaky", allowed / "v" / ".." / ".." / "enclave-private"):
+            spec = ContainerSpec(command=["cat", "/m/key"], mounts=[Mount(container_path="/m", host_path=str(source))])
+            with pytest.raises(InvalidContainerSpec, match="outside the directories"):
+                await manager.create("c", spec, image_rootfs, IMAGE_CONFIG)
+        spec = ContainerSpec(command=["cat", "/m/f"], mounts=[Mount(container_path="/m", host_path=str(allowed / "v"))])
+        status = await run(manager, image_rootfs, "ok", **spec.model_dump())
+        assert (status.exit_code, stdout_lines(manager, "ok")) == (0, ["volume"])
+    finally:
+        await manager.close()
+    assert manager.list() == [] and mounts_under(tmp_path) == []

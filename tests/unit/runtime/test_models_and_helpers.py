@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from adapters.runtime import cgroups
-from adapters.runtime.actions import StartParams, StopParams, bundle_rootfs
+from adapters.runtime.actions import StartParams, StopParams, bundle_rootfs, close_session, manager_for
+from adapters.runtime.errors import RuntimeUnavailable
 from adapters.runtime.models import ContainerSpec
 from adapters.runtime.runc import last_error
+from adapters.session import EnclaveSession
 from engine.errors import InvalidParams
 
 
@@ -87,3 +90,21 @@ def test_runc_last_error_prefers_error_entries(tmp_path: Path) -> None:
     log.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     assert last_error(log) == 'exec: "nope": executable file not found in $PATH'
     assert last_error(tmp_path / "missing") == ""
+
+
+async def test_manager_for_reads_the_session_config(tmp_path: Path) -> None:
+    missing = EnclaveSession("p1", tmp_path / "a", config={"runtime": {"runc": "no-such-runc-binary"}})
+    with pytest.raises(RuntimeUnavailable, match="not installed"):
+        manager_for(missing)
+    options = {"cgroup_parent": "/x/y", "no_pivot": True, "mount_roots": [str(tmp_path / "vol")]}
+    session = EnclaveSession("p2", tmp_path / "b", config={"runtime": options})
+    manager = manager_for(session)
+    try:
+        assert manager.cgroup_parent == "/x/y" and manager.no_pivot
+        assert manager.mount_roots == [os.path.realpath(tmp_path / "vol")]
+        assert manager.state_dir == (tmp_path / "b" / "containers").resolve()
+        assert manager_for(session) is manager  # one manager per session
+    finally:
+        await close_session(session)
+    assert manager_for(session) is not manager  # closed sessions start afresh
+    await close_session(session)
