@@ -8,7 +8,9 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2
 
 from adapters.cri.gen import api_pb2 as pb
-from adapters.cri.gen.build import GEN_DIR, OUTPUTS, STAMP, generate, generator_version
+from adapters.cri.gen.build import GEN_DIR, OUTPUTS
+from adapters.cri.gen.build import generate_here as generate
+from adapters.protogen import STAMP, generator_version
 
 
 def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
