@@ -405,3 +405,41 @@ async def test_the_admin_api_answers_on_loopback(node: Node, cri: CriClient) -> 
         bad = await http.get("/runs", params={"filter": "status = "})
         assert bad.status_code == 400 and bad.json()["error"]
         assert (await http.get("/runs/nope")).status_code == 404
+
+
+@pytest.mark.postgres
+async def test_two_daemons_share_one_postgres_database(node: Node, pg_url: str) -> None:
+    """Two nodes, one database (leases and row locks only): each runs its own pods, both see all runs."""
+    import tempfile
+
+    roots = [Path(tempfile.mkdtemp(prefix="ef-pg-")) for _ in range(2)]
+    policy = str(node.daemon.root.parent / "policy.json")
+    daemons = [make_daemon(root / "d", node.world.platform_key, db=pg_url, policy=policy,
+                           insecure_registries=[node.world.registry.host]) for root in roots]
+    for d in daemons:
+        d.start()
+    try:
+        pods = []
+        for i, d in enumerate(daemons):
+            async with CriClient(d.socket, timeout=TIMEOUT) as cri:
+                pod = cri.pod_config(f"shared-{i}", log_directory=str(d.root / "logs"))
+                pod_id = (await cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+                cid = await cri.create_container(pod_id, pod, "c", node.plain, command=["echo", f"node-{i}"])
+                await cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+                assert (await wait_state(cri, cid, pb.CONTAINER_EXITED)).exit_code == 0
+                pods.append(pod_id)
+        for d in daemons:
+            listed = d.cli("--db", pg_url, "runs", "list", 'workflow = "pod-launch"', "-o", "json")
+            assert listed.returncode == 0, listed.stderr
+            assert set(pods) <= {json.loads(line)["id"] for line in listed.stdout.splitlines()}
+        for d, pod_id in zip(daemons, pods, strict=True):
+            async with CriClient(d.socket, timeout=TIMEOUT) as cri:
+                await cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+                await cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    finally:
+        for d in daemons:
+            d.stop()
+    for d in daemons:
+        assert_clean(d)
+    for root in roots:
+        shutil.rmtree(root)
