@@ -99,7 +99,8 @@ class Progress:
             self.seen = ev.seq
             if ev.event == "state.exited":
                 ms = (ev.duration_us or 0) / 1000
-                mark = "skipped" if ev.outcome == "skipped" else ("lost" if ev.outcome != "ok" else "ok")
+                trigger = (json.loads(ev.data) if ev.data else {}).get("trigger", "ok")
+                mark = "skipped" if ev.outcome == "skipped" else (trigger if trigger != "ok" else ev.outcome or "ok")
                 self.out.write(f"  {ev.from_state:<14} {ms:9.1f} ms  {mark}\n")
             elif ev.event in ("attempt.failed", "attempt.timeout"):
                 self.out.write(f"  {ev.from_state:<14} attempt {ev.attempt} failed: {ev.error_type}: "

@@ -35,7 +35,7 @@ from .errors import EnclaveStartFailed
 from .measurement import launch_digest, project_root
 from .platform_key import load_platform_key
 from .quoting import EnclaveRecord, QuotingService
-from .sandbox import SandboxPlan, agent_argv, bwrap_argv
+from .sandbox import SandboxPlan, agent_argv, bwrap_argv, hidden_package_dirs
 from .sim import AGENT_SVN
 
 log = logging.getLogger("enclaveflow.tee.enclaves")
@@ -107,6 +107,7 @@ class EnclaveManager:
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.start_timeout = start_timeout
+        self._hidden = hidden_package_dirs()
 
     # -- paths and records ------------------------------------------------------------------------------
     def pod_dir(self, uid: str) -> Path:
@@ -221,7 +222,7 @@ class EnclaveManager:
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         plan = SandboxPlan(uid, pod_dir, storage_bytes, (self.code_root / "engine", self.code_root / "adapters"),
-                           config_fd, info_w, ready_w, log_dir=log_dir)
+                           config_fd, info_w, ready_w, log_dir=log_dir, hidden_dirs=self._hidden)
         argv = bwrap_argv(plan, agent_argv(plan))
         log_fd = os.open(self.log_path(uid), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         started = time.monotonic()
