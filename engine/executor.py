@@ -103,6 +103,7 @@ class Worker:
         self._done: dict[str, asyncio.Future[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._watchers: set[asyncio.Task[None]] = set()
+        self._following: set[str] = set()
         self._stopping = False
         self._inline_commits = not store.postgres
         self._committing = False
@@ -193,26 +194,36 @@ class Worker:
 
         Raises ``TimeoutError`` if it has not ended after ``timeout`` seconds (None: no limit).
         """
+        if timeout is None:
+            return await self.watch(run_id)
         return await asyncio.wait_for(asyncio.shield(self.watch(run_id)), timeout)
 
     def watch(self, run_id: str) -> asyncio.Future[str]:
         """A future resolved with the run's final status (succeeded/failed/cancelled).
 
         Futures exist only for watched runs, so thousands of unwatched (e.g. parked) runs cost nothing
-        here. While this worker does not drive the run (another worker does, or it is parked), the
-        database is polled every poll interval until the run ends.
+        here. A run driven here resolves its future at its last commit; while it is not (another
+        worker drives it, it is parked, or this worker stopped driving it), the database is polled
+        every poll interval until the run ends.
         """
         fut = self._done.get(run_id)
         if fut is None:
             fut = self._done[run_id] = asyncio.get_running_loop().create_future()
+            if run_id not in self._runs:
+                self._follow(run_id)
+        return fut
+
+    def _follow(self, run_id: str) -> None:
+        fut = self._done.get(run_id)
+        if fut is not None and not fut.done() and run_id not in self._following:
+            self._following.add(run_id)
             task = asyncio.get_running_loop().create_task(self._poll_status(run_id, fut))
             self._watchers.add(task)
             task.add_done_callback(self._watchers.discard)
-        return fut
 
     async def _poll_status(self, run_id: str, fut: asyncio.Future[str]) -> None:
-        while not fut.done():
-            if run_id not in self._runs:  # a run driven here resolves the future at its last commit
+        try:
+            while not fut.done() and run_id not in self._runs:
                 try:
                     status = await self._in_db(self.store.run_status, run_id)
                 except sa.exc.DBAPIError as exc:
@@ -222,7 +233,9 @@ class Worker:
                     self._done.pop(run_id, None)
                     fut.set_result(str(status))
                     return
-            await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            self._following.discard(run_id)  # driven here now (or done): _drive follows it again if needed
 
     # -- hooks used by RunDriver ------------------------------------------------------------------
     async def commit(self, run: ActiveRun, consume_event_id: int | None = None) -> None:
@@ -368,6 +381,8 @@ class Worker:
             self._active.pop(run.id, None)
             self._runs.pop(run.id, None)
             self._poke.set()
+            if not self._stopping:
+                self._follow(run.id)  # still watched and not ended here (parked, lease lost): poll
 
     async def _committer(self) -> None:
         while True:
