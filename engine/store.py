@@ -20,13 +20,14 @@ import sqlalchemy as sa
 from .audit import AuditRecord, dump_data
 from .audit_store import AuditChain
 from .db import writer
-from .errors import InvalidState, NotFound
+from .errors import InvalidState, NotFound, UsageError, storable
 from .hot_path import HotWriter
 from .schema import events, runs, specs
 from .spec.loader import LoadedSpec
 
 ACTIVE = ("pending", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
+IDEMPOTENCY_KEY_MAX = 200  # the column's width
 RENEW_CHUNK = 500  # run ids per statement (bound-parameter limits)
 
 
@@ -105,6 +106,12 @@ class Store:
         pod: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> tuple[str, bool]:
         """Insert a run at its initial state; with an idempotency key an existing run is returned."""
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+            raise UsageError(f"an idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX} characters long, "
+                             f"not {len(idempotency_key)}")
+        if idempotency_key is not None:
+            idempotency_key = storable(idempotency_key)
+        pod = (_pod_field(pod[0], 253), _pod_field(pod[1], 253), _pod_field(pod[2], 64))
         t = now_us()
         run_id = uuid.uuid4().hex
         spec = loaded.spec
@@ -271,6 +278,11 @@ class Store:
         if run is None:
             raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
         return run
+
+
+def _pod_field(value: str | None, width: int) -> str | None:
+    """A pod identity field as its column holds it (storable text, at most ``width`` characters)."""
+    return None if value is None else storable(value)[:width]
 
 
 def _waiting_for(conn: sa.Connection, run: Any) -> str | None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from engine.actions import ActionContext, ActionRegistry
 from engine.audit_store import query_audit, verify_chain
+from engine.errors import UsageError
 from engine.executor import Worker
 from engine.hot_path import HotWriter
 from engine.schema import runs
@@ -289,3 +290,15 @@ states:
     last = audit_of(store, run_id)[-1]
     assert (last["event"], last["error_type"]) == ("run.failed", "StorageError")
     assert verify_chain(store.engine, [signer.public], require_checkpoint=False).ok
+
+
+def test_run_identity_text_is_stored_and_overlong_keys_refused(db_url: str) -> None:
+    store, _ = make_store(db_url)
+    loaded = spec(FAST + "initial: a\nstates:\n  a: {action: core.pass, next: done}\n  done: {terminal: true}\n")
+    run_id, created = store.create_run(loaded, {}, idempotency_key="key\x00one", pod=("ns\x00", "pod\x00", None))
+    assert created
+    row = row_of(store, run_id)
+    assert (row.idempotency_key, row.pod_namespace, row.pod_name) == ("key\\x00one", "ns\\x00", "pod\\x00")
+    assert store.create_run(loaded, {}, idempotency_key="key\x00one") == (run_id, False)
+    with pytest.raises(UsageError, match="1 to 200 characters"):
+        store.create_run(loaded, {}, idempotency_key="k" * 201)
