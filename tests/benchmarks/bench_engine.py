@@ -34,6 +34,7 @@ SEQ_RUNS = int(os.environ.get("BENCH_SEQ_RUNS", "300"))
 CONC_RUNS = 200
 FSYNC_SAMPLES = 200  # bare commits timed before and after the sequential runs (PostgreSQL)
 FSYNC_BOUND_TARGET = 0.70  # PostgreSQL sequential runs/s as a fraction of the fsync bound
+BOUND_RUNS = 3  # enclaveflow PostgreSQL children measured against the bound; the verdict is their median
 PARKED = 10_000
 AUDIT_EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
 
@@ -310,7 +311,18 @@ def main(out_dir: Path) -> dict[str, Any]:
         figures[f"{db_kind}.ratio_seq"] = ours["seq_runs_per_s"] / theirs["seq_runs_per_s"]
         figures[f"{db_kind}.ratio_conc"] = ours["conc_runs_per_s"] / theirs["conc_runs_per_s"]
         if "seq_fraction_of_fsync_bound" in ours:
-            figures[f"{db_kind}.seq_fsync_bound_met"] = ours["seq_fraction_of_fsync_bound"] >= FSYNC_BOUND_TARGET
+            # fsync latency varies from run to run: the verdict is on the median of several runs.
+            tries = [ours]
+            for i in range(1, BOUND_RUNS):
+                print(f"  {db_kind}: enclaveflow against the fsync bound, run {i + 1} of {BOUND_RUNS} ...", flush=True)
+                tries.append(run_child("enclaveflow", make_url("enclaveflow")))
+            fractions = [t["seq_fraction_of_fsync_bound"] for t in tries]
+            figures[f"{db_kind}.fsync_bound_runs"] = [
+                {k: t[k] for k in ("seq_runs_per_s", "seq_commits_per_run", "bare_commit_p50_ms",
+                                   "seq_fsync_bound_runs_per_s", "seq_fraction_of_fsync_bound")} for t in tries]
+            median = statistics.median(fractions)
+            figures[f"{db_kind}.seq_fraction_of_fsync_bound_median"] = median
+            figures[f"{db_kind}.seq_fsync_bound_met"] = median >= FSYNC_BOUND_TARGET
     print("  parked runs ...", flush=True)
     figures["parked"] = run_child("parked", str(tmp / "parked.db"))
     print(f"  audit: {AUDIT_EVENTS} events ...", flush=True)
