@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from .actions import ActionRegistry
 from .audit import AuditRecord
-from .errors import PermanentError, StorageError, storable
+from .errors import EnclaveflowError, PermanentError, StorageError, storable
 from .hot_path import DEFAULT_BUSY_MS
 from .machine import CompiledSpec, compile_spec
 from .run_state import ActiveRun, now_us
@@ -463,7 +463,7 @@ class Worker:
         try:
             spec = await self._spec_by_hash(row["spec_hash"])
             run = ActiveRun.from_row(row, spec)
-        except (PermanentError, ValueError, KeyError) as exc:
+        except (EnclaveflowError, PermanentError, ValueError, KeyError) as exc:
             await self._fail_unresumable(row, exc)
             return
         prev = row.get("prev_owner")

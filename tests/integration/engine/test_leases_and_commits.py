@@ -23,7 +23,7 @@ from engine.audit_store import query_audit, verify_chain
 from engine.errors import UsageError
 from engine.executor import Worker
 from engine.hot_path import HotWriter
-from engine.schema import runs
+from engine.schema import runs, specs
 from engine.store import Store
 
 FAST = "defaults: {timeout: 5s, retry: {max_attempts: 2, initial_interval: 10ms, max_interval: 20ms}}\n"
@@ -302,3 +302,20 @@ def test_run_identity_text_is_stored_and_overlong_keys_refused(db_url: str) -> N
     assert store.create_run(loaded, {}, idempotency_key="key\x00one") == (run_id, False)
     with pytest.raises(UsageError, match="1 to 200 characters"):
         store.create_run(loaded, {}, idempotency_key="k" * 201)
+
+
+async def test_a_claimed_run_the_engine_cannot_resume_is_failed_not_left_running(db_url: str) -> None:
+    store, signer = make_store(db_url)
+    loaded = spec(FAST + "initial: a\nstates:\n  a: {action: core.pass, next: done}\n  done: {terminal: true}\n",
+                  name="orphan")
+    run_id, _ = store.create_run(loaded, {})
+    with store.engine.begin() as conn:  # its spec is gone (a foreign tool, a bad restore)
+        conn.execute(specs.delete().where(specs.c.hash == loaded.spec_hash))
+    async with Worker(store, make_registry(), poll_interval=0.05) as w:
+        assert await w.wait(run_id, timeout=15) == "failed"
+    row = row_of(store, run_id)
+    assert (row.status, row.error_type, row.lease_owner) == ("failed", "StorageError", None)
+    assert "cannot be resumed" in row.error_detail
+    last = audit_of(store, run_id)[-1]
+    assert (last["event"], last["error_type"]) == ("run.failed", "StorageError")
+    assert verify_chain(store.engine, [signer.public], require_checkpoint=False).ok
