@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ class AppendParams(BaseModel):
     path: str
     text: str = ""
     delay: float = 0.0
+    journal: str = Field("", description="If set, a file recording every execution: its start and whether "
+                                         "it appended or was refused as a repeat (crash tests count them).")
 
     @field_validator("delay", mode="before")
     @classmethod
@@ -105,11 +108,24 @@ def _append_once(path: Path, line: str, key: str) -> bool:
         return True
 
 
+def _journal(path: str, key: str, what: str) -> None:
+    """One line per event of an execution, whole lines appended atomically (O_APPEND, one write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{key} {what} {os.getpid()} {time.time_ns()}\n".encode())
+    finally:
+        os.close(fd)
+
+
 async def core_append(params: AppendParams, ctx: ActionContext, key: str) -> AppendResult:
     """Append a line keyed by the idempotency key to a file, once per key (after an optional delay)."""
+    if params.journal:
+        _journal(params.journal, key, "start")
     if params.delay:
         await asyncio.sleep(params.delay)
     done = await asyncio.to_thread(_append_once, Path(params.path), params.text, key)
+    if params.journal:
+        _journal(params.journal, key, "appended" if done else "refused")
     return AppendResult(appended=done)
 
 

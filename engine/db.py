@@ -19,7 +19,9 @@ from .config import default_db_url
 from .errors import DatabaseError
 from .schema import SCHEMA_REVISION, metadata
 
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0002")
+# pg_advisory_xact_lock key serialising schema creation and migration across processes ("efschema").
+SCHEMA_LOCK_KEY = 0x6566736368656D61
 WRITE_OPTION = "enclaveflow_write"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -73,40 +75,64 @@ def current_revision(engine: Engine) -> str | None:
     """The schema revision recorded in the database, None when the database is empty."""
     try:
         with engine.connect() as conn:
-            names = set(sa.inspect(conn).get_table_names())
-            if "alembic_version" not in names:
-                if names:
-                    raise DatabaseError(
-                        f"the database at {engine.url.render_as_string(hide_password=True)} is not an "
-                        "enclaveflow database (it has other tables)",
-                        hint="point --db / ENCLAVEFLOW_DB at an enclaveflow database or a new path",
-                    )
-                return None
-            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision_on(conn, engine)
     except sa.exc.DatabaseError as exc:
-        raise DatabaseError(
-            f"cannot open the database at {engine.url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).splitlines()[0] if exc.orig else exc}",
-            hint="is it an enclaveflow database, and is the server running?",
-        ) from None
+        raise _cannot_open(engine, exc) from None
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to this version's revision; refuse foreign or newer databases."""
-    rev = current_revision(engine)
-    if rev == SCHEMA_REVISION:
-        return
+def _revision_on(conn: sa.Connection, engine: Engine) -> str | None:
+    names = set(sa.inspect(conn).get_table_names())
+    if "alembic_version" not in names:
+        if names:
+            raise DatabaseError(
+                f"the database at {engine.url.render_as_string(hide_password=True)} is not an "
+                "enclaveflow database (it has other tables)",
+                hint="point --db / ENCLAVEFLOW_DB at an enclaveflow database or a new path",
+            )
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _cannot_open(engine: Engine, exc: sa.exc.DatabaseError) -> DatabaseError:
+    return DatabaseError(
+        f"cannot open the database at {engine.url.render_as_string(hide_password=True)}: "
+        f"{str(exc.orig).splitlines()[0] if exc.orig else exc}",
+        hint="is it an enclaveflow database, and is the server running?",
+    )
+
+
+def _check_known(rev: str | None) -> None:
     if rev is not None and rev not in KNOWN_REVISIONS:
         raise DatabaseError(
             f"the database schema revision {rev!r} is newer than this enclaveflow understands",
             hint="upgrade enclaveflow, or use another database",
         )
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to this version's revision; refuse foreign or newer databases.
+
+    Several processes may open a new database at once (workers and daemons starting together), so the
+    upgrade runs under a lock - PostgreSQL: a transaction-scoped advisory lock; SQLite: the write lock
+    of ``BEGIN IMMEDIATE`` - and the revision is read again under it: whoever comes second finds the
+    schema current and goes on.
+    """
+    rev = current_revision(engine)
+    if rev == SCHEMA_REVISION:
+        return
+    _check_known(rev)
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with writer(engine).begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        rev = _revision_on(conn, engine)
+        if rev == SCHEMA_REVISION:
+            return
+        _check_known(rev)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -190,14 +190,61 @@ class DeadlineExceeded(PermanentError):
     name = "DeadlineExceeded"
 
 
-def as_action_error(exc: BaseException) -> ActionError:
-    """Map anything an action let escape to the taxonomy: unknown exceptions are transient.
+class StorageError(PermanentError):
+    """The engine could not store a run's step (text the database refuses, a value too long for its
+    column); the run is failed with this error instead of being left running."""
 
-    Unknown exceptions are treated as transient (ASL's ``States.TaskFailed`` is retryable) but keep
-    their type name so a policy can still list them as non-retryable.
+    name = "StorageError"
+
+
+class ForeignError(TransientError):
+    """An exception from outside the taxonomy that an action let escape.
+
+    Transient, like ASL's ``States.TaskFailed``, but known by the original class name and its ancestors'
+    (``KeyError``, ``LookupError``), as Temporal keeps ``ApplicationError.type``: ``non_retryable:
+    [KeyError]`` matches it, and the audit records ``KeyError``. Each original class gets its own
+    subclass (see ``_foreign_class``) whose ``name`` is that class name.
     """
+
+    name = "ForeignError"
+    foreign_names: ClassVar[tuple[str, ...]] = ()
+
+    def names(self) -> list[str]:
+        out = list(self.foreign_names)
+        out += [n for n in super().names() if n not in out and n != ForeignError.name]
+        return out
+
+
+_FOREIGN_CLASSES: dict[type[BaseException], type[ForeignError]] = {}
+_FOREIGN_CLASSES_MAX = 512
+
+
+def _foreign_class(exc_type: type[BaseException]) -> type[ForeignError]:
+    """The ``ForeignError`` subclass standing for ``exc_type`` (made once, then reused)."""
+    klass = _FOREIGN_CLASSES.get(exc_type)
+    if klass is None:
+        names = tuple(storable(k.__name__)[:100] for k in exc_type.__mro__
+                      if k not in (BaseException, Exception, object)) or ("ForeignError",)
+        klass = type(names[0], (ForeignError,), {"name": names[0], "foreign_names": names})
+        if len(_FOREIGN_CLASSES) >= _FOREIGN_CLASSES_MAX:
+            _FOREIGN_CLASSES.clear()
+        _FOREIGN_CLASSES[exc_type] = klass
+    return klass
+
+
+def as_action_error(exc: BaseException) -> ActionError:
+    """Map anything an action let escape to the taxonomy: unknown exceptions are transient, keeping
+    their own class name (and their ancestors') for retry policies, routing and the audit."""
     if isinstance(exc, ActionError):
         return exc
-    wrapped = TransientError(f"{type(exc).__name__}: {exc}"[:500])
+    wrapped = _foreign_class(type(exc))(storable(f"{type(exc).__name__}: {exc}")[:500])
     wrapped.__cause__ = exc
     return wrapped
+
+
+def storable(text: str) -> str:
+    """``text`` as any database stores it: NUL (which PostgreSQL text refuses) and lone surrogates
+    (which no UTF-8 encoder accepts) are written as visible backslash escapes."""
+    if "\x00" not in text and text.isascii():
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")

@@ -22,24 +22,26 @@ from .audit import FIELDS, AuditRecord, chain, checkpoint_message
 from .signing import Signer, public_b64
 
 _MUTABLE = ("state", "status", "phase", "context", "attempt", "state_entered_us", "next_attempt_us",
-            "lease_owner", "lease_expires_us", "error_type", "error_detail", "updated_us")
+            "lease_owner", "lease_expires_us", "error_type", "error_detail", "updated_us", "step")
 _AUDIT_COLS = FIELDS + ("hash",)
 _RUN_COLS = ("id", "workflow", "workflow_version", "spec_hash", "state", "status", "phase", "context", "attempt",
              "state_entered_us", "next_attempt_us", "lease_owner", "lease_expires_us", "fencing", "idempotency_key",
-             "cancel_requested", "pod_namespace", "pod_name", "pod_uid", "created_us", "updated_us")
+             "cancel_requested", "pod_namespace", "pod_name", "pod_uid", "created_us", "updated_us", "step")
 
 SQL = {
     "step": "UPDATE runs SET " + ", ".join(f"{c} = :{c}" for c in _MUTABLE)
-            + " WHERE id = :b_id AND fencing = :b_fencing AND lease_owner = :b_owner",
+            + " WHERE id = :b_id AND fencing = :b_fencing AND lease_owner = :b_owner AND step = :b_step",
     "audit": f"INSERT INTO audit ({', '.join(_AUDIT_COLS)}) VALUES ({', '.join(':' + c for c in _AUDIT_COLS)})",
     "head_get": "SELECT seq, hash FROM audit_head WHERE id = 1",
     "head_set": "UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND seq = :old_seq",
     "consume": "UPDATE events SET consumed_us = :at WHERE id = :id",
     "run_by_key": "SELECT id FROM runs WHERE idempotency_key = :key",
     "spec_exists": "SELECT 1 FROM specs WHERE hash = :hash",
+    # ON CONFLICT: two processes creating runs of one new spec, or with one idempotency key, at once.
     "spec_insert": "INSERT INTO specs (hash, name, version, body, created_us) "
-                   "VALUES (:hash, :name, :version, :body, :created_us)",
-    "run_insert": f"INSERT INTO runs ({', '.join(_RUN_COLS)}) VALUES ({', '.join(':' + c for c in _RUN_COLS)})",
+                   "VALUES (:hash, :name, :version, :body, :created_us) ON CONFLICT (hash) DO NOTHING",
+    "run_insert": f"INSERT INTO runs ({', '.join(_RUN_COLS)}) VALUES ({', '.join(':' + c for c in _RUN_COLS)})"
+                  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
     "checkpoint": "INSERT INTO audit_checkpoints (seq, hash, time_us, key_id, public_key, signature) "
                   "VALUES (:seq, :hash, :time_us, :key_id, :public_key, :signature)",
 }
@@ -48,6 +50,15 @@ SQL = {
 def _pyformat(sql: str) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", sql)
 
+
+def step_params(step: Any) -> dict[str, Any]:
+    """The step UPDATE's parameters: the new row plus the guards (run, fencing token, owner and the
+    step counter the row must still be at, one below the step being written)."""
+    return dict(step.row, b_id=step.run_id, b_fencing=step.fencing, b_owner=step.owner, b_step=step.row["step"] - 1)
+
+
+# SQLite: the lock wait of the pool's connections (db.py), restored when this connection goes back.
+DEFAULT_BUSY_MS = 30000
 
 # Above this many steps in a batch, PostgreSQL commits take the pipelined path (parameter count bound).
 ONE_TRIP_MAX_STEPS = 20
@@ -70,15 +81,21 @@ class HotWriter:
         self._head: tuple[int, str] | None = None
         self._known_specs: set[str] = set()
         self._lock = threading.Lock()
+        self._busy_ms: int | None = None  # SQLite: this connection's own lock wait, None = the pool's
 
     def close(self) -> None:
         if self._raw is not None:
-            self._raw.close()
-            self._raw = None
+            raw, self._raw = self._raw, None
+            if self._busy_ms is not None and raw.is_valid:
+                # Back to the pool with the pool's wait (db.py), for whoever checks it out next.
+                raw.driver_connection.execute(f"PRAGMA busy_timeout={DEFAULT_BUSY_MS}")
+            raw.close()
 
     def _conn(self) -> Any:
         if self._raw is None:
             self._raw = self.engine.raw_connection()
+            if self._busy_ms is not None:
+                self._raw.driver_connection.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         return self._raw
 
     def commit(self, batch: Sequence[Any]) -> list[bool]:
@@ -157,11 +174,10 @@ class HotWriter:
         ctes: list[str] = []
         guards: list[str] = []
         for i, step in enumerate(batch):
-            values = dict(step.row, b_id=step.run_id, b_fencing=step.fencing, b_owner=step.owner)
-            params.update({f"s{i}_{k}": v for k, v in values.items()})
+            params.update({f"s{i}_{k}": v for k, v in step_params(step).items()})
             sets = ", ".join(f"{c} = %(s{i}_{c})s" for c in _MUTABLE)
             ctes.append(f"s{i} AS (UPDATE runs SET {sets} WHERE id = %(s{i}_b_id)s AND fencing = %(s{i}_b_fencing)s "
-                        f"AND lease_owner = %(s{i}_b_owner)s RETURNING 1)")
+                        f"AND lease_owner = %(s{i}_b_owner)s AND step = %(s{i}_b_step)s RETURNING 1)")
             guards.append(f"(SELECT count(*) FROM s{i})")
             if step.consume_event_id is not None:
                 params[f"e{i}_id"], params[f"e{i}_at"] = step.consume_event_id, time.time_ns() // 1000
@@ -225,8 +241,7 @@ class HotWriter:
             with conn.pipeline():
                 for step in live:
                     cur = conn.cursor()
-                    cur.execute(self.sql["step"], dict(step.row, b_id=step.run_id, b_fencing=step.fencing,
-                                                       b_owner=step.owner))
+                    cur.execute(self.sql["step"], step_params(step))
                     step_curs.append(cur)
                     if step.consume_event_id is not None:
                         conn.execute(self.sql["consume"], {"at": time.time_ns() // 1000, "id": step.consume_event_id})
@@ -257,8 +272,7 @@ class HotWriter:
     def _apply_steps(self, cur: Any, batch: Sequence[Any]) -> list[bool]:
         applied = []
         for step in batch:
-            params = dict(step.row, b_id=step.run_id, b_fencing=step.fencing, b_owner=step.owner)
-            cur.execute(self.sql["step"], params)
+            cur.execute(self.sql["step"], step_params(step))
             applied.append(cur.rowcount == 1)
         return applied
 
@@ -289,6 +303,16 @@ class HotWriter:
                     if cur.fetchone() is None:
                         cur.execute(self.sql["spec_insert"], spec_row)
                 cur.execute(self.sql["run_insert"], run_row)
+                if cur.fetchone() is None:
+                    # PostgreSQL: another transaction inserted this idempotency key after our look-up
+                    # and committed (ON CONFLICT waited for it); its run is the answer.
+                    raw.rollback()
+                    cur.execute(self.sql["run_by_key"], {"key": run_row["idempotency_key"]})
+                    found = cur.fetchone()
+                    raw.rollback()
+                    if found is None:
+                        continue  # that transaction rolled back after all: try again
+                    return str(found[0])
                 self._append(cur, records, fresh_head=attempt > 0)
                 self._end(raw, cur)
                 self._known_specs.add(spec_row["hash"])
@@ -319,6 +343,17 @@ class HotWriter:
         if not self.postgres:
             with self._lock:
                 self._conn().driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """SQLite: how long a commit on this connection waits for another process's write lock.
+
+        The executor commits on its event loop, so this wait freezes every run of the worker, the
+        lease renewer included; it keeps it well under the lease TTL and retries a locked commit
+        later instead (see ``Worker.commit``)."""
+        if not self.postgres:
+            with self._lock:
+                self._busy_ms = max(1, int(seconds * 1000))
+                self._conn().driver_connection.execute(f"PRAGMA busy_timeout={self._busy_ms}")
 
     def set_head(self, seq: int, hash_: str) -> None:
         """Tell the cache where the chain head is after another write path on this thread moved it."""

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audit import AuditRecord, dump_data
+from .errors import storable
 from .machine import CompiledSpec
+
+ERROR_TYPE_MAX = 100  # the error_type columns' width
 
 
 def now_us() -> int:
@@ -37,6 +40,7 @@ class ActiveRun:
     error_type: str | None = None
     error_detail: str | None = None
     lease_expires_us: int | None = None
+    step: int = 0  # steps committed so far (the row's ``step``); the next commit is guarded by it
     records: list[AuditRecord] = field(default_factory=list)
 
     @classmethod
@@ -49,6 +53,7 @@ class ActiveRun:
             pod=(row["pod_namespace"], row["pod_name"], row["pod_uid"]),
             cancel_requested=bool(row["cancel_requested"]), error_type=row["error_type"],
             error_detail=row["error_detail"], lease_expires_us=row["lease_expires_us"],
+            step=row["step"],
         )
 
     @property
@@ -70,7 +75,13 @@ class ActiveRun:
 
     def audit(self, event: str, *, time_us: int | None = None, data: dict[str, Any] | None = None,
               **fields: Any) -> None:
-        """Queue an audit record; it is committed with the run's next step."""
+        """Queue an audit record; it is committed with the run's next step.
+
+        Text fields are made storable first (error messages come from actions and may hold NUL), and
+        before hashing, so the chain covers exactly the stored text."""
+        fields = {k: storable(v) if isinstance(v, str) else v for k, v in fields.items()}
+        if fields.get("error_type"):
+            fields["error_type"] = fields["error_type"][:ERROR_TYPE_MAX]
         self.records.append(AuditRecord(
             time_us=time_us or now_us(), event=event, run_id=self.id, workflow=self.workflow,
             pod_namespace=self.pod[0], pod_name=self.pod[1], pod_uid=self.pod[2], actor=self.owner,
@@ -84,7 +95,10 @@ class ActiveRun:
             "attempt": self.attempt, "state_entered_us": self.state_entered_us,
             "next_attempt_us": self.next_attempt_us, "lease_owner": self.owner,
             "lease_expires_us": self.lease_expires_us if self.owner else None,
-            "error_type": self.error_type, "error_detail": self.error_detail, "updated_us": now_us(),
+            "error_type": storable(self.error_type)[:ERROR_TYPE_MAX] if self.error_type else self.error_type,
+            "error_detail": storable(self.error_detail) if self.error_detail else self.error_detail,
+            "updated_us": now_us(),
+            "step": self.step + 1,
         }
 
     def take_pending(self) -> list[AuditRecord]:

@@ -21,7 +21,9 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
+# The longest worker identity (``--owner``) a lease column holds; workers refuse longer ones at start-up.
+OWNER_MAX_LEN = 64
 
 specs = Table(
     "specs",
@@ -49,10 +51,13 @@ runs = Table(
     Column("attempt", Integer, nullable=False, default=1),
     Column("state_entered_us", BigInteger, nullable=False),
     Column("next_attempt_us", BigInteger, nullable=False),
-    Column("lease_owner", String(64)),
+    Column("lease_owner", String(OWNER_MAX_LEN)),
     Column("lease_expires_us", BigInteger),
-    Column("prev_owner", String(64)),
+    Column("prev_owner", String(OWNER_MAX_LEN)),
     Column("fencing", BigInteger, nullable=False, default=0),
+    # Steps committed so far: each step commit is guarded by ``step = :n`` and sets ``n + 1``, so a
+    # commit whose outcome was unknown (connection lost after COMMIT) is never applied twice.
+    Column("step", BigInteger, nullable=False, default=0, server_default="0"),
     Column("idempotency_key", String(200), unique=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("pod_namespace", String(253)),
@@ -146,10 +151,12 @@ audit_head = Table(
 audit_checkpoints = Table(
     "audit_checkpoints",
     metadata,
+    # Keyed by (seq, key_id): several daemons on one database, each with its own key, may each sign
+    # the same head.
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", String(64), nullable=False),
     Column("time_us", BigInteger, nullable=False),
-    Column("key_id", String(64), nullable=False),
+    Column("key_id", String(64), primary_key=True),
     Column("public_key", String(100), nullable=False),
     Column("signature", String(200), nullable=False),
     UniqueConstraint("seq", "key_id"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +20,15 @@ import sqlalchemy as sa
 from .audit import AuditRecord, dump_data
 from .audit_store import AuditChain
 from .db import writer
-from .errors import InvalidState, NotFound
+from .errors import InvalidState, NotFound, UsageError, storable
 from .hot_path import HotWriter
 from .schema import events, runs, specs
 from .spec.loader import LoadedSpec
 
 ACTIVE = ("pending", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+IDEMPOTENCY_KEY_MAX = 200  # the column's width
+RENEW_CHUNK = 500  # run ids per statement (bound-parameter limits)
 
 
 def now_us() -> int:
@@ -103,6 +106,12 @@ class Store:
         pod: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> tuple[str, bool]:
         """Insert a run at its initial state; with an idempotency key an existing run is returned."""
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+            raise UsageError(f"an idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX} characters long, "
+                             f"not {len(idempotency_key)}")
+        if idempotency_key is not None:
+            idempotency_key = storable(idempotency_key)
+        pod = (_pod_field(pod[0], 253), _pod_field(pod[1], 253), _pod_field(pod[2], 64))
         t = now_us()
         run_id = uuid.uuid4().hex
         spec = loaded.spec
@@ -115,7 +124,7 @@ class Store:
             "attempt": 1, "state_entered_us": t, "next_attempt_us": t, "lease_owner": owner,
             "lease_expires_us": t + int(lease_ttl * 1e6) if owner else None, "fencing": 1 if owner else 0,
             "idempotency_key": idempotency_key, "cancel_requested": False, "pod_namespace": pod[0],
-            "pod_name": pod[1], "pod_uid": pod[2], "created_us": t, "updated_us": t,
+            "pod_name": pod[1], "pod_uid": pod[2], "created_us": t, "updated_us": t, "step": 0,
         }
         records = [
             AuditRecord(time_us=t, event="run.created", run_id=run_id, workflow=spec.name, pod_namespace=pod[0],
@@ -141,15 +150,51 @@ class Store:
         with self.writer.begin() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt, params)]
 
-    def renew(self, owner: str, lease_ttl: float) -> list[str]:
-        """Extend every lease this worker holds; returns its runs that were asked to cancel."""
+    def renew(self, owner: str, run_ids: Sequence[str], lease_ttl: float) -> list[str]:
+        """Extend the leases of the runs this worker is driving right now; returns those asked to cancel.
+
+        Only the runs named: a run the worker stopped driving (a lost commit, an internal error) must
+        see its lease expire, so that a claim - this worker's own included - picks it up again.
+        """
+        t = now_us()
+        cancel: list[str] = []
+        ids = list(run_ids)
+        with self.writer.begin() as conn:
+            for i in range(0, len(ids), RENEW_CHUNK):
+                chunk = ids[i:i + RENEW_CHUNK]
+                conn.execute(runs.update().where(runs.c.id.in_(chunk), runs.c.lease_owner == owner,
+                                                 runs.c.status.in_(ACTIVE))
+                             .values(lease_expires_us=t + int(lease_ttl * 1e6)))
+                cancel += [r.id for r in conn.execute(sa.select(runs.c.id).where(
+                    runs.c.id.in_(chunk), runs.c.lease_owner == owner, runs.c.cancel_requested.is_(True)))]
+        return cancel
+
+    def step_landed(self, run_id: str, fencings: Collection[int], step: int) -> bool:
+        """Whether a step whose commit outcome is unknown (the connection failed around COMMIT) was
+        applied: the row is still at one of this worker's fencing tokens (the one the step was sent
+        with, or a newer one from re-claiming its own run) and its step counter reached ``step``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs.c.fencing, runs.c.step).where(runs.c.id == run_id)).first()
+        return row is not None and row.fencing in fencings and row.step >= step
+
+    def fail_run(self, run_id: str, fencing: int, owner: str, error_type: str, detail: str) -> bool:
+        """End a claimed run as failed, audited, without driving it (the engine cannot: its spec is
+        gone or its row unreadable). Only while the lease is still this owner's; True if it was."""
         t = now_us()
         with self.writer.begin() as conn:
-            conn.execute(runs.update().where(runs.c.lease_owner == owner, runs.c.status.in_(ACTIVE))
-                         .values(lease_expires_us=t + int(lease_ttl * 1e6)))
-            rows = conn.execute(sa.select(runs.c.id).where(
-                runs.c.lease_owner == owner, runs.c.cancel_requested.is_(True))).all()
-        return [r.id for r in rows]
+            run = conn.execute(sa.select(runs).where(runs.c.id == run_id, runs.c.fencing == fencing,
+                                                     runs.c.lease_owner == owner).with_for_update()).first()
+            if run is None:
+                return False
+            conn.execute(runs.update().where(runs.c.id == run_id).values(
+                status="failed", phase="done", lease_owner=None, lease_expires_us=None, error_type=error_type,
+                error_detail=detail, step=runs.c.step + 1, updated_us=t))
+            self.chain.append(conn, [AuditRecord(
+                time_us=t, event="run.failed", run_id=run_id, workflow=run.workflow,
+                pod_namespace=run.pod_namespace, pod_name=run.pod_name, pod_uid=run.pod_uid,
+                from_state=run.state, actor=owner, outcome="failed", error_type=error_type,
+                error_detail=detail)])
+        return True
 
     def release(self, owner: str, run_ids: Sequence[str]) -> None:
         """Give leases back (shutdown) so another worker can continue at once."""
@@ -194,9 +239,7 @@ class Store:
         """Deliver an event to a run parked waiting for it, and make the run due."""
         t = now_us()
         with self.writer.begin() as conn:
-            run = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-            if run is None:
-                raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
+            run = self._locked_run(conn, run_id)
             waiting_for = _waiting_for(conn, run)
             if run.status != "waiting" or waiting_for != event:
                 what = f"waits for {waiting_for!r}" if waiting_for and run.status == "waiting" else \
@@ -204,7 +247,7 @@ class Store:
                 raise InvalidState(f"run {run_id} {what}; event {event!r} was not delivered")
             conn.execute(events.insert().values(run_id=run_id, name=event, data=dumps(data), sender=sender,
                                                 created_us=t))
-            conn.execute(runs.update().where(runs.c.id == run_id).values(
+            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status == "waiting").values(
                 status="running", next_attempt_us=t, updated_us=t))
             self.chain.append(conn, [AuditRecord(
                 time_us=t, event="event.delivered", run_id=run_id, workflow=run.workflow,
@@ -231,20 +274,32 @@ class Store:
     def request_cancel(self, run_id: str, actor: str = "cli") -> str:
         t = now_us()
         with self.writer.begin() as conn:
-            run = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
-            if run is None:
-                raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
-            if run.status in ("succeeded", "failed", "cancelled"):
+            run = self._locked_run(conn, run_id)
+            if run.status in TERMINAL:
                 raise InvalidState(f"run {run_id} already ended ({run.status}); nothing to cancel")
             values: dict[str, Any] = {"cancel_requested": True, "updated_us": t}
             if run.status == "waiting" or run.lease_owner is None:
                 values.update(status="running", next_attempt_us=t)
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status.not_in(TERMINAL)).values(**values))
             self.chain.append(conn, [AuditRecord(
                 time_us=t, event="run.cancel_requested", run_id=run_id, workflow=run.workflow,
                 pod_namespace=run.pod_namespace, pod_name=run.pod_name, pod_uid=run.pod_uid,
                 from_state=run.state, actor=actor, outcome="ok")])
         return str(run.state)
+
+    def _locked_run(self, conn: sa.Connection, run_id: str) -> Any:
+        """The run's row, locked until the transaction ends (PostgreSQL ``FOR UPDATE``; SQLite holds its
+        write lock already): a step committing at the same moment is either seen or waits for us, so
+        a request decided on a stale row can never revive a run that just ended."""
+        run = conn.execute(sa.select(runs).where(runs.c.id == run_id).with_for_update()).first()
+        if run is None:
+            raise NotFound(f"no run with id {run_id!r}", hint="list runs with: enclaveflow runs list")
+        return run
+
+
+def _pod_field(value: str | None, width: int) -> str | None:
+    """A pod identity field as its column holds it (storable text, at most ``width`` characters)."""
+    return None if value is None else storable(value)[:width]
 
 
 def _waiting_for(conn: sa.Connection, run: Any) -> str | None:

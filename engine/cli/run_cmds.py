@@ -16,9 +16,9 @@ import typer
 from ..audit import AuditRecord
 from ..durations import format_duration, parse_duration
 from ..errors import NotFound, UsageError
-from ..executor import Worker
+from ..executor import Worker, settings_problem
 from ..filters import Field, compile_filter, describe_fields
-from ..schema import attempts, audit, runs
+from ..schema import OWNER_MAX_LEN, attempts, audit, runs
 from ..spec import load_spec_file, validate
 from ._app import echo_json_line
 from ._common import fmt_time, load_registry, open_store, parse_json_option, pod_from_input, print_table
@@ -84,20 +84,42 @@ def run_cmd(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Reuse the run with this key.")
     ] = None,
+    timeout: Annotated[str | None, typer.Option(
+        "--timeout", help="Give up waiting after this long, e.g. 10m (exit 3; the run goes on).")] = None,
 ) -> None:
     """Execute one run of a spec in this process, showing its progress; exit 0 on success, 1 on failure.
 
+    With --idempotency-key naming a run that already exists, follows that run to its end (wherever
+    it is driven), or until --timeout passes: exit 3, and the run is left to the workers.
+
     Example: enclaveflow run workflows/demo.yaml --input '{"name": "world"}'
     """
+    limit = _duration_option("--timeout", timeout) if timeout is not None else None
     registry = load_registry()
     loaded = validate(load_spec_file(file), registry)
     run_input = parse_json_option(input_json, "input")
     store = open_store()
-    status = asyncio.run(_run_embedded(store, registry, loaded, run_input, idempotency_key))
-    raise typer.Exit(0 if status == "succeeded" else 1)
+    status = asyncio.run(_run_embedded(store, registry, loaded, run_input, idempotency_key, limit))
+    raise typer.Exit(0 if status == "succeeded" else RUN_TIMED_OUT if status is None else 1)
 
 
-async def _run_embedded(store: Any, registry: Any, loaded: Any, run_input: dict[str, Any], key: str | None) -> str:
+RUN_TIMED_OUT = 3
+
+
+def _duration_option(option: str, text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    if seconds <= 0:
+        raise UsageError(f"{option} must be longer than zero, not {text!r}")
+    return seconds
+
+
+async def _run_embedded(store: Any, registry: Any, loaded: Any, run_input: dict[str, Any], key: str | None,
+                        timeout: float | None = None) -> str | None:
+    """Drive the run here (or follow it, if another worker drives it); its final status, or None when
+    ``timeout`` passed first."""
     worker = Worker(store, registry, observer=_progress_printer(), poll_interval=0.2)
     await worker.start()
     try:
@@ -106,8 +128,14 @@ async def _run_embedded(store: Any, registry: Any, loaded: Any, run_input: dict[
         typer.echo(f"run {run_id} ({loaded.spec.name} v{loaded.spec.version})", err=True)
         announced = False
         fut = worker.watch(run_id)
+        give_up = None if timeout is None else time.monotonic() + timeout
         while not fut.done():
-            await asyncio.wait([fut], timeout=1.0)
+            left = None if give_up is None else give_up - time.monotonic()
+            if left is not None and left <= 0:
+                typer.echo(f"run {run_id} has not ended after {format_duration(timeout or 0)}; it goes on: "
+                           f"follow it with 'enclaveflow runs show {run_id}'", err=True)
+                return None
+            await asyncio.wait([fut], timeout=1.0 if left is None else min(1.0, left))
             if not fut.done() and not announced and _is_waiting(store, run_id):
                 typer.echo(f"waiting: deliver the event with 'enclaveflow runs signal {run_id} EVENT'", err=True)
                 announced = True
@@ -271,18 +299,21 @@ def cancel_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
 @commands.command("worker")
 def worker_cmd(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=10000, help="Runs driven at once.")] = 200,
-    lease_ttl: Annotated[str, typer.Option("--lease-ttl", help="Lease duration, e.g. 30s.")] = "30s",
-    poll: Annotated[str, typer.Option("--poll", help="How often to look for due runs.")] = "500ms",
-    owner: Annotated[str | None, typer.Option("--owner", help="Worker identity (default host:pid:random).")] = None,
+    lease_ttl: Annotated[str, typer.Option(
+        "--lease-ttl", help="Lease duration, e.g. 30s (0.5s to 1h, at least 4 poll intervals).")] = "30s",
+    poll: Annotated[str, typer.Option("--poll", help="How often to look for due runs (1ms to 1m).")] = "500ms",
+    owner: Annotated[str | None, typer.Option(
+        "--owner", help=f"Worker identity, at most {OWNER_MAX_LEN} characters (default host:pid:random).")] = None,
 ) -> None:
     """Run the executor alone: claim due runs and drive them until SIGINT/SIGTERM.
 
     Example: ENCLAVEFLOW_DB=postgresql://postgres@127.0.0.1:5432/ef enclaveflow worker --concurrency 500
     """
-    try:
-        ttl, poll_s = parse_duration(lease_ttl), parse_duration(poll)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    ttl, poll_s = _duration_option("--lease-ttl", lease_ttl), _duration_option("--poll", poll)
+    problem = settings_problem(ttl, poll_s, owner)
+    if problem:
+        option = {"lease_ttl": "--lease-ttl", "poll_interval": "--poll", "owner": "--owner"}[problem[0]]
+        raise UsageError(f"{option} {problem[1]}")
     store = open_store()
     registry = load_registry()
     asyncio.run(_worker_main(store, registry, concurrency, ttl, poll_s, owner))

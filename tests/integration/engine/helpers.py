@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+import time
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -28,7 +31,17 @@ def make_registry() -> ActionRegistry:
     return r
 
 
-def spec(body: str, name: str = "t") -> LoadedSpec:
+def spec(body: str, name: str = "t", registry: ActionRegistry | None = None) -> LoadedSpec:
     text = f"apiVersion: enclaveflow/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n" + \
         textwrap.indent(textwrap.dedent(body), "  ")
-    return validate(parse_spec_text(text, "test.yaml"), make_registry())
+    return validate(parse_spec_text(text, "test.yaml"), registry or make_registry())
+
+
+async def until(predicate: Callable[[], bool], timeout: float, every: float = 0.02) -> bool:
+    """Wait (without blocking the event loop) until ``predicate()`` holds; False if it never did."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await asyncio.sleep(every)
+    return predicate()

@@ -201,6 +201,7 @@ async def test_stale_owner_cannot_commit(db_url: str) -> None:
     mutable = {k: row[k] for k in ("state", "status", "phase", "context", "attempt", "state_entered_us",
                                    "next_attempt_us", "lease_owner", "lease_expires_us", "error_type",
                                    "error_detail", "updated_us")}
+    mutable["step"] = row["step"] + 1
     stale = StepCommit(run_id, first[0]["fencing"], "w1", dict(mutable, state="done"))
     fresh = StepCommit(run_id, second[0]["fencing"], "w2", dict(mutable))
     assert store.commit([stale, fresh]) == [False, True]
