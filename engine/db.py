@@ -19,7 +19,7 @@ from .config import default_db_url
 from .errors import DatabaseError
 from .schema import SCHEMA_REVISION, metadata
 
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0002_audit_v2")
 WRITE_OPTION = "enclaveflow_write"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -41,6 +41,7 @@ class GlobalState:
     """Options given before the command, shared with every command."""
 
     db_url: str | None = None
+    audit_digests: str | None = None
     debug: bool = False
 
 
@@ -53,9 +54,15 @@ def _root(
         str | None,
         typer.Option("--db", envvar="ENCLAVEFLOW_DB", help="Database URL or SQLite path (default: state dir)."),
     ] = None,
+    audit_digests: Annotated[
+        str | None,
+        typer.Option("--audit-digests", envvar="ENCLAVEFLOW_AUDIT_DIGESTS", metavar="DIR",
+                     help="Directory for audit checkpoint digest files (default: state dir/audit-digests)."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     state.db_url = db
+    state.audit_digests = audit_digests
     state.debug = debug
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,

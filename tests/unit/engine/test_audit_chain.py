@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.audit import FIELDS, AuditRecord, ChainVerifier, VerifyReport, canonical, chain, clean_text, row_hash
+from engine.audit import FIELDS, AuditRecord, ChainVerifier, VerifyReport, chain, clean_text, encode_fields, row_hash
 
 GEN = "0" * 64
 
@@ -14,9 +14,9 @@ def rows(n: int) -> list[tuple]:  # type: ignore[type-arg]
 
 
 def verify(data: list[tuple]) -> VerifyReport:  # type: ignore[type-arg]
-    """Feed rows as the database hands them over: (seq, prev_hash, hash, canonical text of the columns)."""
+    """Feed rows as the database hands them over: (seq, prev_hash, hash, enc, field encoding)."""
     report = VerifyReport()
-    ChainVerifier(report).feed([(r[0], r[18], r[19], canonical(r[:19])) for r in data], set())
+    ChainVerifier(report).feed([(r[0], r[18], r[19], 2, encode_fields(r[:19])) for r in data], set())
     return report
 
 
