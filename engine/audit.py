@@ -211,11 +211,11 @@ def checkpoint_message_v2(chain_id: str, seq: int, hash_: str, time_us: int, pre
 
 def checkpoint_signed_message(cp: Any, chain_id: str) -> bytes:
     """The signed message of a stored checkpoint (row or mapping with ``CHECKPOINT_COLUMNS``)."""
-    get = cp.get if isinstance(cp, dict) else lambda k: getattr(cp, k)
-    if get("version") == 1:
-        return checkpoint_message(get("seq"), get("hash"), get("time_us"))
-    return checkpoint_message_v2(chain_id, get("seq"), get("hash"), get("time_us"), get("prev_hash") or "",
-                                 get("key_id"))
+    m = cp if isinstance(cp, dict) else cp._mapping
+    seq, hash_, time_us = int(m["seq"]), str(m["hash"]), int(m["time_us"])
+    if m["version"] == 1:
+        return checkpoint_message(seq, hash_, time_us)
+    return checkpoint_message_v2(chain_id, seq, hash_, time_us, str(m["prev_hash"] or ""), str(m["key_id"]))
 
 
 def checkpoint_digest(cp: Any, chain_id: str) -> str:

@@ -2,7 +2,8 @@
 
 ``ENCLAVEFLOW_HOME`` (default ``~/.local/state/enclaveflow``) holds the SQLite database, the audit
 signing key and the audit digest files (``ENCLAVEFLOW_AUDIT_DIGESTS`` or ``--audit-digests`` to put
-them elsewhere, ideally on other storage). ``ENCLAVEFLOW_DB`` (or ``--db``) names another database: a SQLite path or a URL.
+them elsewhere, ideally on other storage). ``ENCLAVEFLOW_DB`` (or ``--db``) names another database: a
+SQLite path or a URL.
 """
 
 from __future__ import annotations

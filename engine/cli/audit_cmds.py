@@ -79,7 +79,8 @@ def _trusted_keys(paths: list[Path], local: Path | None) -> list[Any]:
 
 @audit_app.command("verify")
 def verify_cmd(
-    trust_key: Annotated[list[Path] | None, typer.Option("--trust-key", metavar="PEM", help="Extra trusted signer key (PEM); repeatable.")] = None,
+    trust_key: Annotated[list[Path] | None, typer.Option(
+        "--trust-key", metavar="PEM", help="Extra trusted signer key (PEM); repeatable.")] = None,
     no_local_key: Annotated[bool, typer.Option("--no-local-key", help="Do not trust this host's key.")] = False,
     anchor: Annotated[list[Path] | None, typer.Option(
         "--anchor", metavar="DIR|FILE",
