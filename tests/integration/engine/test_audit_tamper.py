@@ -197,3 +197,18 @@ async def test_forged_digest_file_and_untrusted_anchor_fail(db_url: str, tmp_pat
     report = verify_chain(store.engine, [stranger.public], anchor=anchor_of(store, digests))
     assert not report.ok and "not trusted" in (report.reason or "")
 
+
+
+async def test_unwritable_digest_dir_is_logged_and_never_fails_a_commit(db_url: str, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the digest directory should be")
+    store, signer = store_with_digests(db_url, blocker, every=5)
+    await run_some(store, 2)  # checkpoints are made and committed; only their files cannot be written
+    assert "could not write audit digest files" in caplog.text
+    report = verify_chain(store.engine, [signer.public])
+    assert report.ok and report.checkpoints >= 2 and report.uncovered == 0, report
+    digests = tmp_path / "later"  # the next writer with a working directory catches up on every file
+    store.chain.exporter.directory = digests  # type: ignore[union-attr]
+    assert store.chain.export(store.engine) == report.checkpoints
+    assert verify_chain(store.engine, [signer.public], anchor=anchor_of(store, digests)).anchored_seq == report.head_seq
