@@ -4,8 +4,10 @@ Committing steps is what the engine does most (ten or more times per run), and S
 statement machinery costs several times more than SQLite's own work. So the writer keeps one raw
 connection checked out and issues five fixed statements per batch. On PostgreSQL they go out in one
 pipeline (one round trip plus the commit). The chain head is read from a cache and advanced with an
-optimistic ``UPDATE ... WHERE seq = :old``; if another writer moved it, the batch is rolled back and
-redone with the fresh head. Same schema, same semantics as ``Store.commit``'s contract.
+optimistic ``UPDATE ... WHERE seq = :old AND cp_hash = :old_cp``; if another writer moved it, the
+batch is rolled back and redone with the fresh head. What the audit rows, the new head and any
+checkpoint are comes from ``audit.plan_append``, the one append rule every write path shares.
+Same schema, same semantics as ``Store.commit``'s contract.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .audit import FIELDS, AuditRecord, chain, checkpoint_message
-from .signing import Signer, public_b64
+from .audit import CHECKPOINT_COLUMNS, ROW_COLUMNS, AuditRecord, ChainHead, plan_append
+from .audit_anchor import DigestExporter
+from .signing import Signer
 
 _MUTABLE = ("state", "status", "phase", "context", "attempt", "state_entered_us", "next_attempt_us",
             "lease_owner", "lease_expires_us", "error_type", "error_detail", "updated_us", "step")
-_AUDIT_COLS = FIELDS + ("hash",)
+_AUDIT_COLS = ROW_COLUMNS
 _RUN_COLS = ("id", "workflow", "workflow_version", "spec_hash", "state", "status", "phase", "context", "attempt",
              "state_entered_us", "next_attempt_us", "lease_owner", "lease_expires_us", "fencing", "idempotency_key",
              "cancel_requested", "pod_namespace", "pod_name", "pod_uid", "created_us", "updated_us", "step")
@@ -32,8 +35,9 @@ SQL = {
     "step": "UPDATE runs SET " + ", ".join(f"{c} = :{c}" for c in _MUTABLE)
             + " WHERE id = :b_id AND fencing = :b_fencing AND lease_owner = :b_owner AND step = :b_step",
     "audit": f"INSERT INTO audit ({', '.join(_AUDIT_COLS)}) VALUES ({', '.join(':' + c for c in _AUDIT_COLS)})",
-    "head_get": "SELECT seq, hash FROM audit_head WHERE id = 1",
-    "head_set": "UPDATE audit_head SET seq = :new_seq, hash = :new_hash WHERE id = 1 AND seq = :old_seq",
+    "head_get": "SELECT seq, hash, cp_hash, chain_id FROM audit_head WHERE id = 1",
+    "head_set": "UPDATE audit_head SET seq = :new_seq, hash = :new_hash, cp_hash = :new_cp "
+                "WHERE id = 1 AND seq = :old_seq AND cp_hash = :old_cp",
     "consume": "UPDATE events SET consumed_us = :at WHERE id = :id",
     "run_by_key": "SELECT id FROM runs WHERE idempotency_key = :key",
     "spec_exists": "SELECT 1 FROM specs WHERE hash = :hash",
@@ -42,8 +46,8 @@ SQL = {
                    "VALUES (:hash, :name, :version, :body, :created_us) ON CONFLICT (hash) DO NOTHING",
     "run_insert": f"INSERT INTO runs ({', '.join(_RUN_COLS)}) VALUES ({', '.join(':' + c for c in _RUN_COLS)})"
                   " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-    "checkpoint": "INSERT INTO audit_checkpoints (seq, hash, time_us, key_id, public_key, signature) "
-                  "VALUES (:seq, :hash, :time_us, :key_id, :public_key, :signature)",
+    "checkpoint": f"INSERT INTO audit_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "
+                  f"VALUES ({', '.join(':' + c for c in CHECKPOINT_COLUMNS)})",
 }
 
 
@@ -72,13 +76,16 @@ class HotWriter:
     """Commits batches of steps and creates runs on one connection, one caller at a time (a lock:
     the executor may commit from the event loop while its DB thread creates a run)."""
 
-    def __init__(self, engine: sa.Engine, signer: Signer | None, checkpoint_every: int) -> None:
+    def __init__(self, engine: sa.Engine, signer: Signer | None, checkpoint_every: int,
+                 exporter: DigestExporter | None = None) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self.sql = {k: _pyformat(v) for k, v in SQL.items()} if self.postgres else dict(SQL)
         self.signer, self.checkpoint_every = signer, checkpoint_every
+        self.exporter = exporter
+        self._export_due = False  # a checkpoint may have been committed: write its digest file
         self._raw: Any = None
-        self._head: tuple[int, str] | None = None
+        self._head: ChainHead | None = None
         self._known_specs: set[str] = set()
         self._lock = threading.Lock()
         self._busy_ms: int | None = None  # SQLite: this connection's own lock wait, None = the pool's
@@ -101,7 +108,15 @@ class HotWriter:
     def commit(self, batch: Sequence[Any]) -> list[bool]:
         """Apply the steps whose (owner, fencing) still hold; returns which were applied."""
         with self._lock:
-            return self._commit(batch)
+            applied = self._commit(batch)
+            self._export_digests()
+            return applied
+
+    def _export_digests(self) -> None:
+        """After a commit that planned a checkpoint: write the digest files of what was committed."""
+        if self._export_due and self.exporter is not None:
+            self._export_due = False
+            self.exporter.export(self.engine)
 
     def _commit(self, batch: Sequence[Any]) -> list[bool]:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
@@ -183,25 +198,26 @@ class HotWriter:
                 params[f"e{i}_id"], params[f"e{i}_at"] = step.consume_event_id, time.time_ns() // 1000
                 ctes.append(f"e{i} AS (UPDATE events SET consumed_us = %(e{i}_at)s WHERE id = %(e{i}_id)s RETURNING 1)")
         new_head = head
+        checkpointed = False
         if records:
-            rows = chain(records, head[0], head[1])
-            last = rows[-1]
-            params.update(h_new_seq=last["seq"], h_new_hash=last["hash"], h_old_seq=head[0])
-            ctes.append("h AS (UPDATE audit_head SET seq = %(h_new_seq)s, hash = %(h_new_hash)s "
-                        "WHERE id = 1 AND seq = %(h_old_seq)s RETURNING 1)")
+            plan = plan_append(head, records, self.signer, self.checkpoint_every, time.time_ns() // 1000)
+            params.update(h_new_seq=plan.head.seq, h_new_hash=plan.head.hash, h_new_cp=plan.head.checkpoint,
+                          h_old_seq=head.seq, h_old_cp=head.checkpoint)
+            ctes.append("h AS (UPDATE audit_head SET seq = %(h_new_seq)s, hash = %(h_new_hash)s, "
+                        "cp_hash = %(h_new_cp)s WHERE id = 1 AND seq = %(h_old_seq)s AND cp_hash = %(h_old_cp)s "
+                        "RETURNING 1)")
             guards.append("(SELECT count(*) FROM h)")
             tuples = []
-            for j, row in enumerate(rows):
+            for j, row in enumerate(plan.rows):
                 params.update({f"a{j}_{c}": row[c] for c in _AUDIT_COLS})
                 tuples.append("(" + ", ".join(f"%(a{j}_{c})s" for c in _AUDIT_COLS) + ")")
             ctes.append(f"a AS (INSERT INTO audit ({', '.join(_AUDIT_COLS)}) VALUES {', '.join(tuples)})")
-            if self.signer and head[0] // self.checkpoint_every != last["seq"] // self.checkpoint_every:
-                cp = self._checkpoint_row(last["seq"], last["hash"])
-                params.update({f"c_{k}": v for k, v in cp.items()})
-                ctes.append("c AS (INSERT INTO audit_checkpoints (seq, hash, time_us, key_id, public_key, signature) "
-                            "VALUES (%(c_seq)s, %(c_hash)s, %(c_time_us)s, %(c_key_id)s, %(c_public_key)s, "
-                            "%(c_signature)s))")
-            new_head = (int(last["seq"]), str(last["hash"]))
+            if plan.checkpoint is not None:
+                params.update({f"c_{k}": v for k, v in plan.checkpoint.items()})
+                ctes.append(f"c AS (INSERT INTO audit_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "
+                            f"VALUES ({', '.join(f'%(c_{k})s' for k in CHECKPOINT_COLUMNS)}))")
+                checkpointed = True
+            new_head = plan.head
         query = "WITH " + ",\n".join(ctes) + "\nSELECT 1 / (" + " * ".join(guards) + ")"
         conn.autocommit = True
         try:
@@ -212,15 +228,8 @@ class HotWriter:
         finally:
             conn.autocommit = False
         self._head = new_head
+        self._export_due = self._export_due or checkpointed
         return True
-
-    def _checkpoint_row(self, seq: int, hash_: str) -> dict[str, Any]:
-        """A signed checkpoint of the chain head at ``seq``."""
-        assert self.signer is not None
-        now = time.time_ns() // 1000
-        return {"seq": seq, "hash": hash_, "time_us": now, "key_id": self.signer.key_id,
-                "public_key": public_b64(self.signer.public),
-                "signature": self.signer.sign(checkpoint_message(seq, hash_, now))}
 
     def _commit_pipelined(self, batch: Sequence[Any], fresh_head: bool, known: list[bool] | None = None) -> list[bool]:
         """PostgreSQL: every statement of the batch in one pipeline, so one round trip plus COMMIT.
@@ -233,8 +242,7 @@ class HotWriter:
         live = [step for step, ok in zip(batch, wanted, strict=True) if ok]
         records = [rec for step in live for rec in step.audit]
         if records and (self._head is None or fresh_head):
-            row = conn.execute(self.sql["head_get"] + " FOR UPDATE").fetchone()
-            self._head = (int(row[0]), str(row[1]))
+            self._head = _head_of(conn.execute(self.sql["head_get"] + " FOR UPDATE").fetchone())
         step_curs: list[Any] = []
         head_cur = None
         try:
@@ -282,7 +290,9 @@ class HotWriter:
         Returns the id of an existing run with the same idempotency key instead, inserting nothing.
         """
         with self._lock:
-            return self._create_run(spec_row, run_row, records)
+            existing = self._create_run(spec_row, run_row, records)
+            self._export_digests()
+            return existing
 
     def _create_run(self, spec_row: dict[str, Any], run_row: dict[str, Any], records: list[AuditRecord]) -> str | None:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
@@ -355,9 +365,10 @@ class HotWriter:
                 self._busy_ms = max(1, int(seconds * 1000))
                 self._conn().driver_connection.execute(f"PRAGMA busy_timeout={self._busy_ms}")
 
-    def set_head(self, seq: int, hash_: str) -> None:
-        """Tell the cache where the chain head is after another write path on this thread moved it."""
-        self._head = (seq, hash_)
+    def set_head(self, head: ChainHead | None) -> None:
+        """Tell the cache where the chain head is after another write path on this thread moved it
+        (None: re-read it at the next commit)."""
+        self._head = head
 
     def _append(self, cur: Any, records: list[AuditRecord], fresh_head: bool, check: bool = True) -> Any:
         """Chain ``records`` onto the head and insert them; returns the cursor that moved the head."""
@@ -365,21 +376,27 @@ class HotWriter:
             # SQLite holds the write lock already, so reading the head is exact and cheap; on
             # PostgreSQL a fresh read locks the head row until commit.
             cur.execute(self.sql["head_get"] + (" FOR UPDATE" if self.postgres else ""))
-            seq, hash_ = cur.fetchone()
-            self._head = (int(seq), str(hash_))
-        head_seq, head_hash = self._head
-        rows = chain(records, head_seq, head_hash)
-        last = rows[-1]
+            self._head = _head_of(cur.fetchone())
+        head = self._head
+        plan = plan_append(head, records, self.signer, self.checkpoint_every, time.time_ns() // 1000)
         # Move the head first: if another writer moved it since we cached it, nothing was inserted yet.
         # (In a pipeline the row count is checked by the caller after the sync.)
-        cur.execute(self.sql["head_set"], {"new_seq": last["seq"], "new_hash": last["hash"], "old_seq": head_seq})
+        cur.execute(self.sql["head_set"], {"new_seq": plan.head.seq, "new_hash": plan.head.hash,
+                                           "new_cp": plan.head.checkpoint, "old_seq": head.seq,
+                                           "old_cp": head.checkpoint})
         if check and cur.rowcount != 1:
             raise StaleHead()
         head_cur = cur
         if not check:
             cur = cur.connection.cursor()  # keep the head UPDATE's row count readable after the sync
-        cur.executemany(self.sql["audit"], rows)
-        if self.signer and head_seq // self.checkpoint_every != last["seq"] // self.checkpoint_every:
-            cur.execute(self.sql["checkpoint"], self._checkpoint_row(last["seq"], last["hash"]))
-        self._head = (int(last["seq"]), str(last["hash"]))
+        cur.executemany(self.sql["audit"], plan.rows)
+        if plan.checkpoint is not None:
+            cur.execute(self.sql["checkpoint"], plan.checkpoint)
+            self._export_due = True
+        self._head = plan.head
         return head_cur
+
+
+def _head_of(row: Sequence[Any]) -> ChainHead:
+    """A ``head_get`` row as a ChainHead."""
+    return ChainHead(int(row[0]), str(row[1]), str(row[2]), str(row[3] or ""))

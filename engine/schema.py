@@ -10,10 +10,12 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -21,7 +23,7 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 # The longest worker identity (``--owner``) a lease column holds; workers refuse longer ones at start-up.
 OWNER_MAX_LEN = 64
 
@@ -136,6 +138,9 @@ audit = Table(
     Column("data", Text),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # How ``hash`` was computed (audit.py): 1 before schema 0002, 2 since. Writers always set it.
+    Column("enc", SmallInteger, nullable=False, server_default="1"),
+    CheckConstraint("seq > 0", name="ck_audit_seq_positive"),
 )
 Index("ix_audit_pod", audit.c.pod_name, audit.c.seq)
 Index("ix_audit_run", audit.c.run_id, audit.c.seq)
@@ -146,6 +151,20 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    # Digest of the newest checkpoint (what the next one signs as ``prev``), and the chain's random
+    # identity (signed into every checkpoint, names its digest-file folder). Set by migration 0002.
+    Column("cp_hash", String(64), nullable=False, server_default="0" * 64),
+    Column("chain_id", String(32)),
+)
+
+# Rows that migration 0002 found at seq <= 0 (forged: the chain starts at 1) and set aside so that
+# CHECK (seq > 0) could be added; ``audit verify`` fails while any are here.
+audit_rejected = Table(
+    "audit_rejected",
+    metadata,
+    Column("seq", BigInteger, nullable=False),
+    Column("row", Text, nullable=False),  # the whole row as JSON
+    Column("moved_us", BigInteger, nullable=False),
 )
 
 audit_checkpoints = Table(
@@ -159,5 +178,9 @@ audit_checkpoints = Table(
     Column("key_id", String(64), primary_key=True),
     Column("public_key", String(100), nullable=False),
     Column("signature", String(200), nullable=False),
+    # 1: signed (seq, hash, time) before schema 0002; 2: also the chain id and ``prev_hash``, the
+    # digest of the checkpoint before it (audit.checkpoint_message_v2).
+    Column("version", SmallInteger, nullable=False, server_default="1"),
+    Column("prev_hash", String(64)),
     UniqueConstraint("seq", "key_id"),
 )

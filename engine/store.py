@@ -83,7 +83,7 @@ class Store:
         self.writer = writer(engine)
         self.chain = chain
         self.postgres = engine.dialect.name == "postgresql"
-        self.hot = HotWriter(engine, chain.signer, chain.checkpoint_every)
+        self.hot = HotWriter(engine, chain.signer, chain.checkpoint_every, chain.exporter)
 
     # -- specs and runs -------------------------------------------------------------------------
     def put_spec(self, conn: sa.Connection, loaded: LoadedSpec) -> None:
@@ -232,7 +232,9 @@ class Store:
 
     def checkpoint(self) -> int | None:
         with self.writer.begin() as conn:
-            return self.chain.checkpoint(conn)
+            seq = self.chain.checkpoint(conn)
+        self.chain.export(self.engine)  # digest files only of what committed
+        return seq
 
     # -- outside requests (CLI, adapters) --------------------------------------------------------
     def signal(self, run_id: str, event: str, data: dict[str, Any], sender: str = "cli") -> None:

@@ -50,6 +50,7 @@ class GlobalState:
     """The global options (given before or after the command), shared with every command."""
 
     db_url: str | None = None
+    audit_digests: str | None = None
     debug: bool = False
 
 
@@ -62,9 +63,15 @@ def _root(
         str | None,
         typer.Option("--db", envvar="ENCLAVEFLOW_DB", help=DB_HELP),
     ] = None,
+    audit_digests: Annotated[
+        str | None,
+        typer.Option("--audit-digests", envvar="ENCLAVEFLOW_AUDIT_DIGESTS", metavar="DIR",
+                     help="Directory for audit checkpoint digest files (default: state dir/audit-digests)."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     state.db_url = db
+    state.audit_digests = audit_digests
     state.debug = debug
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,

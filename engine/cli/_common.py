@@ -26,14 +26,15 @@ CHECKPOINT_EVERY = 1000
 
 def open_store(checkpoint_every: int = CHECKPOINT_EVERY) -> Store:
     from ..audit_store import AuditChain
-    from ..config import audit_key_path
+    from ..config import audit_digest_dir, audit_key_path
     from ..db import open_database
     from ..signing import load_or_create_signer
     from ..store import Store
 
     engine = open_database(state.db_url)
     signer = load_or_create_signer(audit_key_path())
-    return Store(engine, AuditChain(signer, checkpoint_every, postgres=engine.dialect.name == "postgresql"))
+    return Store(engine, AuditChain(signer, checkpoint_every, postgres=engine.dialect.name == "postgresql",
+                                    digest_dir=audit_digest_dir(state.audit_digests)))
 
 
 def load_registry(with_plugins: bool = True) -> ActionRegistry:

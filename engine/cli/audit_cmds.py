@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
 
-from ..audit_store import AUDIT_FIELDS, query_audit, verify_chain
-from ..config import audit_key_path
-from ..errors import AuditVerificationError, UsageError
+from ..audit_store import AUDIT_FIELDS, query_audit
+from ..errors import AuditVerificationError, EnclaveflowError, UsageError
 from ..filters import describe_fields
 from ..schema import audit
-from ..signing import load_public_key
 from ._app import echo_json_line
 from ._common import fmt_time, open_store, print_table
 
@@ -54,28 +52,77 @@ def query_cmd(
 query_cmd.__doc__ = (query_cmd.__doc__ or "") + "\n\nFields:\n" + describe_fields(AUDIT_FIELDS)
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNCOVERED = 0, 1, 2, 3
+
+
+def _trusted_keys(paths: list[Path], local: Path | None) -> list[Any]:
+    """The trusted public keys; a key file that cannot be read is a usage error in one sentence."""
+    from ..signing import load_public_key
+
+    keys = []
+    for p in paths:
+        try:
+            keys.append(load_public_key(p))
+        except OSError as exc:
+            raise UsageError(f"cannot read the trusted key file {p}: {exc.strerror or exc}",
+                             hint="give the path of a PEM public key (or of the signer's key file)") from None
+        except EnclaveflowError as exc:
+            raise UsageError(exc.message, hint="give a PEM Ed25519 public key") from None
+    if local is not None and local.exists():
+        try:
+            keys.append(load_public_key(local))
+        except OSError as exc:
+            raise UsageError(f"cannot read this host's audit key {local}: {exc.strerror or exc}",
+                             hint="fix its permissions, or pass --no-local-key with --trust-key") from None
+    return keys
+
+
 @audit_app.command("verify")
 def verify_cmd(
-    trust_key: Annotated[list[Path] | None, typer.Option("--trust-key", help="Extra trusted signer key (PEM).")] = None,
+    trust_key: Annotated[list[Path] | None, typer.Option(
+        "--trust-key", metavar="PEM", help="Extra trusted signer key (PEM); repeatable.")] = None,
     no_local_key: Annotated[bool, typer.Option("--no-local-key", help="Do not trust this host's key.")] = False,
+    anchor: Annotated[list[Path] | None, typer.Option(
+        "--anchor", metavar="DIR|FILE",
+        help="Digest directory or file kept outside the database; repeatable. Default: the --audit-digests "
+             "directory, if it holds digests of this database.")] = None,
 ) -> None:
-    """Check the hash chain and every signed checkpoint; name the first bad event.
+    """Check the hash chain, every signed checkpoint and the digest files; name the first bad event.
 
-    Example: enclaveflow audit verify --trust-key other-node-audit.pub
+    Exit codes: 0 ok, every event covered by a signed checkpoint; 1 verification failed (tampering,
+    truncation or inconsistency found); 2 usage error (bad option, unreadable key or anchor);
+    3 ok, but the newest N events are not yet covered by a signed checkpoint (normal while a
+    worker runs: it signs one every 1,000 events and when it stops).
+
+    Example: enclaveflow audit verify --trust-key other-node-audit.pub --anchor /mnt/worm/audit-digests
     """
-    keys = [load_public_key(p) for p in (trust_key or [])]
-    local = audit_key_path()
-    if not no_local_key and local.exists():
-        keys.append(load_public_key(local))
-    store = open_store()
-    report = verify_chain(store.engine, keys)
+    from ..audit_anchor import load_anchor
+    from ..audit_store import read_head, verify_chain
+    from ..config import audit_digest_dir, audit_key_path
+    from ..db import open_database
+    from ._app import state
+
+    keys = _trusted_keys(list(trust_key or []), None if no_local_key else audit_key_path())
+    engine = open_database(state.db_url)
+    with engine.connect() as conn:
+        chain_id = read_head(conn).chain_id
+    if anchor:
+        digests = [d for path in anchor for d in load_anchor(path, chain_id, strict=True)]
+    else:
+        digests = load_anchor(audit_digest_dir(state.audit_digests), chain_id, strict=False)
+    report = verify_chain(engine, keys, anchor=digests)
     rate = report.events / report.seconds if report.seconds else 0
     if not report.ok:
         where = f" at event {report.first_bad_seq}" if report.first_bad_seq is not None else ""
         raise AuditVerificationError(f"audit log verification failed{where}: {report.reason}",
                                      hint="treat the database as tampered with; compare with a backup")
-    typer.echo(f"ok: {report.events} events, {report.checkpoints} signed checkpoints "
-               f"(last at {report.last_checkpoint_seq}), {rate:,.0f} events/s")
+    anchored = f", anchored up to {report.anchored_seq} by {len(digests)} digest files" if digests else ""
+    summary = (f"{report.events} events, {report.checkpoints} signed checkpoints "
+               f"(last at {report.last_checkpoint_seq}){anchored}, {rate:,.0f} events/s")
+    if report.uncovered:
+        typer.echo(f"ok, {report.uncovered} events not yet covered by a signed checkpoint: {summary}")
+        raise typer.Exit(EXIT_UNCOVERED)
+    typer.echo(f"ok: {summary}")
 
 
 @audit_app.command("export")

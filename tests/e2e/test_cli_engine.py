@@ -112,9 +112,9 @@ def _tamper(db: Path, sql: str) -> None:
     ("DELETE FROM audit WHERE seq = 7", 7),
     ("INSERT INTO audit SELECT seq + 1000, time_us, run_id, workflow, pod_namespace, pod_name, pod_uid, event, "
      "from_state, to_state, action, attempt, outcome, error_type, error_detail, actor, duration_us, data, "
-     "prev_hash, hash FROM audit WHERE seq = 3; UPDATE audit SET seq = 9999 WHERE seq = 9", 9),
-    ("UPDATE audit SET seq = -5 WHERE seq = 5; UPDATE audit SET seq = 5 WHERE seq = 6; "
-     "UPDATE audit SET seq = 6 WHERE seq = -5", 5),
+     "prev_hash, hash, enc FROM audit WHERE seq = 3; UPDATE audit SET seq = 9999 WHERE seq = 9", 9),
+    ("UPDATE audit SET seq = 100005 WHERE seq = 5; UPDATE audit SET seq = 5 WHERE seq = 6; "
+     "UPDATE audit SET seq = 6 WHERE seq = 100005", 5),
 ])
 def test_audit_verify_names_first_bad_row(home: dict[str, str], sql: str, seq: int) -> None:
     cli("run", str(DEMO), "--input", '{"name": "n"}', env=home, check=0)

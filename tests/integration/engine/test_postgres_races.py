@@ -163,5 +163,5 @@ def test_twelve_processes_create_a_new_databases_schema_at_once(pg_url: str, tmp
     assert not failures, failures
     engine = open_database(pg_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     engine.dispose()
