@@ -19,7 +19,7 @@ from .config import default_db_url
 from .errors import DatabaseError
 from .schema import SCHEMA_REVISION, metadata
 
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 # pg_advisory_xact_lock key serialising schema creation and migration across processes ("efschema").
 SCHEMA_LOCK_KEY = 0x6566736368656D61
 WRITE_OPTION = "enclaveflow_write"

@@ -81,6 +81,7 @@ class Worker:
         lease_ttl: float = 30.0, poll_interval: float = 0.5, batch_max: int = 500,
         session_factory: SessionFactory | None = None, observer: Observer | None = None,
         only_runs: Sequence[str] = (), claim: bool = True, enclave_dispatch: EnclaveDispatch | None = None,
+        node: str | None = None,
     ) -> None:
         problem = settings_problem(lease_ttl, poll_interval, owner)
         if problem:
@@ -92,6 +93,9 @@ class Worker:
         self.session_factory, self.observer = session_factory, observer
         self.enclave_dispatch = enclave_dispatch
         self.only_runs = list(only_runs)
+        # Runs this worker creates are pinned to its node, and it claims only unpinned runs and its
+        # node's (a pod's enclave lives on one node). None: no affinity at all.
+        self.node = node
         self.claiming = claim
         self._db = ThreadPoolExecutor(1, thread_name_prefix="enclaveflow-db")
         self._pending: list[tuple[StepCommit, asyncio.Future[bool]]] = []
@@ -165,7 +169,7 @@ class Worker:
         """Create a run already leased to this worker and start driving it at once."""
         def create() -> tuple[str, bool]:
             return self.store.create_run(loaded, run_input, idempotency_key=idempotency_key, owner=self.owner,
-                                         lease_ttl=self.lease_ttl, actor=self.owner, pod=pod)
+                                         lease_ttl=self.lease_ttl, actor=self.owner, pod=pod, node=self.node)
 
         # SQLite, or nothing else running: create right here; otherwise keep the loop free for others.
         direct = self._inline_commits or not self._active
@@ -437,7 +441,8 @@ class Worker:
             rows: list[dict[str, Any]] = []
             if free > 0:
                 try:
-                    rows = await self._in_db(self.store.claim, self.owner, free, self.lease_ttl, self.only_runs)
+                    rows = await self._in_db(self.store.claim, self.owner, free, self.lease_ttl, self.only_runs,
+                                             self.node)
                 except sa.exc.DBAPIError as exc:
                     log.warning("claiming runs failed: %s; will retry", exc.orig)
             for row in rows:

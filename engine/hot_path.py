@@ -29,7 +29,7 @@ _MUTABLE = ("state", "status", "phase", "context", "attempt", "state_entered_us"
 _AUDIT_COLS = ROW_COLUMNS
 _RUN_COLS = ("id", "workflow", "workflow_version", "spec_hash", "state", "status", "phase", "context", "attempt",
              "state_entered_us", "next_attempt_us", "lease_owner", "lease_expires_us", "fencing", "idempotency_key",
-             "cancel_requested", "pod_namespace", "pod_name", "pod_uid", "created_us", "updated_us", "step")
+             "cancel_requested", "pod_namespace", "pod_name", "pod_uid", "node", "created_us", "updated_us", "step")
 
 SQL = {
     "step": "UPDATE runs SET " + ", ".join(f"{c} = :{c}" for c in _MUTABLE)

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 # The longest worker identity (``--owner``) a lease column holds; workers refuse longer ones at start-up.
 OWNER_MAX_LEN = 64
 
@@ -65,6 +65,9 @@ runs = Table(
     Column("pod_namespace", String(253)),
     Column("pod_name", String(253)),
     Column("pod_uid", String(64)),
+    # The node whose workers may drive the run (NULL: any). A pod's enclave lives on one node, so only
+    # that node's daemon can run its enclave-side states; other daemons sharing the database leave it.
+    Column("node", String(64)),
     Column("error_type", String(100)),
     Column("error_detail", Text),
     Column("created_us", BigInteger, nullable=False),

@@ -103,9 +103,12 @@ class Store:
     def create_run(
         self, loaded: LoadedSpec, run_input: dict[str, Any], *, idempotency_key: str | None = None,
         owner: str | None = None, lease_ttl: float = 30.0, actor: str = "cli",
-        pod: tuple[str | None, str | None, str | None] = (None, None, None),
+        pod: tuple[str | None, str | None, str | None] = (None, None, None), node: str | None = None,
     ) -> tuple[str, bool]:
-        """Insert a run at its initial state; with an idempotency key an existing run is returned."""
+        """Insert a run at its initial state; with an idempotency key an existing run is returned.
+
+        ``node`` pins the run to one node's workers (a pod whose enclave lives there); None: any worker.
+        """
         if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
             raise UsageError(f"an idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX} characters long, "
                              f"not {len(idempotency_key)}")
@@ -124,7 +127,7 @@ class Store:
             "attempt": 1, "state_entered_us": t, "next_attempt_us": t, "lease_owner": owner,
             "lease_expires_us": t + int(lease_ttl * 1e6) if owner else None, "fencing": 1 if owner else 0,
             "idempotency_key": idempotency_key, "cancel_requested": False, "pod_namespace": pod[0],
-            "pod_name": pod[1], "pod_uid": pod[2], "created_us": t, "updated_us": t, "step": 0,
+            "pod_name": pod[1], "pod_uid": pod[2], "node": node, "created_us": t, "updated_us": t, "step": 0,
         }
         records = [
             AuditRecord(time_us=t, event="run.created", run_id=run_id, workflow=spec.name, pod_namespace=pod[0],
@@ -137,13 +140,16 @@ class Store:
         return (existing, False) if existing else (run_id, True)
 
     # -- leases -----------------------------------------------------------------------------------
-    def claim(self, owner: str, limit: int, lease_ttl: float, only: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def claim(self, owner: str, limit: int, lease_ttl: float, only: Sequence[str] = (),
+              node: str | None = None) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` due runs; a worker with a ``node`` also takes that node's pinned runs."""
         t = now_us()
-        params: dict[str, Any] = {"owner": owner, "expires": t + int(lease_ttl * 1e6), "now": t, "limit": limit}
-        only_sql = ""
+        params: dict[str, Any] = {"owner": owner, "expires": t + int(lease_ttl * 1e6), "now": t, "limit": limit,
+                                  "node": node}
+        only_sql = "AND (node IS NULL OR node = :node)" if node is not None else "AND node IS NULL"
         if only:
             names = [f"only{i}" for i in range(len(only))]
-            only_sql = "AND id IN (" + ", ".join(":" + n for n in names) + ")"
+            only_sql += " AND id IN (" + ", ".join(":" + n for n in names) + ")"
             params.update(dict(zip(names, only, strict=True)))
         template = _CLAIM_POSTGRES if self.postgres else _CLAIM_SQLITE
         stmt = sa.text(template.text.format(only=only_sql))

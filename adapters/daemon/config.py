@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ class DaemonConfig(BaseSettings):
     lease_ttl: float = Field(30.0, ge=3.0, le=3600.0, description="run lease in seconds")
     drain_seconds: float = Field(20.0, ge=0.0, le=3600.0, description="how long SIGTERM waits for in-flight steps")
     cri: bool = Field(True, description="serve the CRI socket (off: engine and enclaves only)")
+    node_name: str = Field(default_factory=lambda: socket.gethostname()[:64], min_length=1, max_length=64,
+                           description="this node's name: its pods' runs are driven only by its daemon")
 
     @field_validator("kbs_url")
     @classmethod

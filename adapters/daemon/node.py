@@ -63,7 +63,7 @@ class Node:
         self.watch = RunWatch()
         self.worker = Worker(self.store, self.registry, concurrency=cfg.concurrency, lease_ttl=cfg.lease_ttl,
                              session_factory=self.host.session_factory, enclave_dispatch=self.host.dispatch,
-                             observer=self.watch.observe)
+                             observer=self.watch.observe, node=cfg.node_name)
         await self.worker.start()
         log.info("worker %s started; %d live enclave(s) re-attached", self.worker.owner, reattached)
         if cfg.cri:

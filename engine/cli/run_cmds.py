@@ -202,8 +202,8 @@ def list_cmd(
     """
     _check_output(output)
     store = open_store()
-    cols = [runs.c.id, runs.c.workflow, runs.c.state, runs.c.status, runs.c.attempt, runs.c.pod_name,
-            runs.c.error_type, runs.c.created_us, runs.c.updated_us]
+    cols = [runs.c.id, runs.c.workflow, runs.c.state, runs.c.status, runs.c.attempt, runs.c.pod_namespace,
+            runs.c.pod_name, runs.c.pod_uid, runs.c.error_type, runs.c.created_us, runs.c.updated_us]
     stmt = sa.select(*cols).where(compile_filter(filter_text, RUN_FIELDS)).order_by(
         runs.c.created_us.desc()).limit(limit)
     with store.engine.connect() as conn:
@@ -213,9 +213,11 @@ def list_cmd(
             echo_json_line(r)
         return
     for r in rows:
-        r["created"], r["pod"] = fmt_time(r.pop("created_us")), r.pop("pod_name")
+        r["created"], r["namespace"], r["pod"] = fmt_time(r.pop("created_us")), r.pop("pod_namespace"), \
+            r.pop("pod_name")
         r.pop("updated_us")
-    print_table(rows, ["id", "workflow", "state", "status", "attempt", "pod", "error_type", "created"], typer.echo)
+    print_table(rows, ["id", "workflow", "state", "status", "attempt", "namespace", "pod", "pod_uid", "error_type",
+                       "created"], typer.echo)
 
 
 list_cmd.__doc__ = (list_cmd.__doc__ or "") + "\n\nFields:\n" + describe_fields(RUN_FIELDS)

@@ -414,8 +414,8 @@ async def test_two_daemons_share_one_postgres_database(node: Node, pg_url: str) 
 
     roots = [Path(tempfile.mkdtemp(prefix="ef-pg-")) for _ in range(2)]
     policy = str(node.daemon.root.parent / "policy.json")
-    daemons = [make_daemon(root / "d", node.world.platform_key, db=pg_url, policy=policy,
-                           insecure_registries=[node.world.registry.host]) for root in roots]
+    daemons = [make_daemon(root / "d", node.world.platform_key, db=pg_url, policy=policy, node_name=f"node-{i}",
+                           insecure_registries=[node.world.registry.host]) for i, root in enumerate(roots)]
     for d in daemons:
         d.start()
     try:
@@ -428,6 +428,8 @@ async def test_two_daemons_share_one_postgres_database(node: Node, pg_url: str) 
                 await cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
                 assert (await wait_state(cri, cid, pb.CONTAINER_EXITED)).exit_code == 0
                 pods.append(pod_id)
+        owners = _node_of_runs(pg_url, pods)
+        assert owners == {pods[0]: "node-0", pods[1]: "node-1"}  # each pod's run is pinned to its node
         for d in daemons:
             listed = d.cli("--db", pg_url, "runs", "list", 'workflow = "pod-launch"', "-o", "json")
             assert listed.returncode == 0, listed.stderr
@@ -443,3 +445,16 @@ async def test_two_daemons_share_one_postgres_database(node: Node, pg_url: str) 
         assert_clean(d)
     for root in roots:
         shutil.rmtree(root)
+
+
+def _node_of_runs(url: str, run_ids: list[str]) -> dict[str, str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, node FROM runs WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)), {"ids": run_ids}).all()
+    finally:
+        engine.dispose()
+    return {r.id: r.node for r in rows}
