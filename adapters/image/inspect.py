@@ -5,12 +5,12 @@ Reads only the manifest, the config and the signature artifacts - never a layer.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from adapters.registry import ClientOptions, open_source, parse_reference, resolve
+from adapters.registry import jsonload as bounded_json
 
 ENC_PREFIX = "org.opencontainers.image.enc.keys."
 
@@ -44,7 +44,7 @@ async def inspect_image(
         with tempfile.TemporaryDirectory(prefix="ef-inspect-") as tmp:
             dest = Path(tmp) / "config"
             await source.fetch_blob(resolved.manifest.config, dest)
-            config = json.loads(dest.read_bytes())
+            config = bounded_json.loads(dest.read_bytes())
     finally:
         await source.aclose()
     cfg = config.get("config") or {}

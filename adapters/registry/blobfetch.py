@@ -35,7 +35,7 @@ from .errors import (
 )
 from .media import Descriptor
 from .options import ClientOptions
-from .transport import RetryableFailure, _retry_after
+from .transport import RetryableFailure, _retry_after, tls_context
 
 MAX_REDIRECTS = 3
 
@@ -50,8 +50,7 @@ class BlobEndpoint:
     headers: dict[str, str] = field(repr=False, default_factory=dict)
 
     def ssl_context(self) -> ssl.SSLContext:
-        ca = self.options.ca_bundle
-        return ssl.create_default_context(cafile=str(ca)) if ca else ssl.create_default_context()
+        return tls_context(self.options.ca_bundle)
 
 
 def fetch_blob_blocking(
@@ -60,22 +59,24 @@ def fetch_blob_blocking(
     """Download ``desc`` to ``dest`` (verified); retries transient failures per the policy."""
     policy = ep.options.retry
     for attempt in range(1, policy.attempts + 1):
+        ep.options.check_deadline()
         try:
             _fetch_once(ep, desc, dest, progress)
             return
         except (RegistryUnavailable, RegistryTimeout) as exc:
             if attempt == policy.attempts:
                 raise
-            time.sleep(policy.wait_after(attempt, exc, "the registry"))
+            time.sleep(_bounded(policy.wait_after(attempt, exc, "the registry"), ep.options))
 
 
 def _connection(url: str, ep: BlobEndpoint) -> http.client.HTTPConnection:
     parts = urlsplit(url)
     host = parts.netloc
+    timeout = ep.options.io_timeout()
     if parts.scheme == "https":
-        return http.client.HTTPSConnection(host, timeout=ep.options.timeout, context=ep.ssl_context())
+        return http.client.HTTPSConnection(host, timeout=timeout, context=ep.ssl_context())
     if parts.scheme == "http" and ep.options.plain_http_allowed(host):
-        return http.client.HTTPConnection(host, timeout=ep.options.timeout)
+        return http.client.HTTPConnection(host, timeout=timeout)
     raise InsecureRegistryRefused(
         f"A blob URL on {host[:80]} is not HTTPS; list it with --insecure-registry."
     )
@@ -92,6 +93,12 @@ def _fetch_once(
             writer.write(view[:n])
             if progress:
                 progress(n)
+
+
+def _bounded(wait: float, options: ClientOptions) -> float:
+    """A backoff wait that does not sleep past the pull's deadline."""
+    left = options.remaining()
+    return wait if left is None else max(0.0, min(wait, left))
 
 
 @contextlib.contextmanager
@@ -118,6 +125,7 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
     url = f"{ep.base_url}/v2/{ep.repo}/blobs/{desc.digest}"
     origin = urlsplit(url).netloc
     for _ in range(MAX_REDIRECTS + 1):
+        ep.options.check_deadline()
         headers = dict(ep.headers) if urlsplit(url).netloc == origin else {}
         conn = _connection(url, ep)
         try:
@@ -129,7 +137,7 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
                 url = urljoin(url, resp.getheader("Location", ""))
                 continue
             _check_status(resp, desc, ep)
-            yield BlobStream(resp, desc)
+            yield BlobStream(resp, desc, ep.options)
             return
         finally:
             conn.close()
@@ -137,24 +145,38 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
 
 
 class BlobStream(io.RawIOBase):
-    """The body of one blob response, hashed and size-checked; verified when EOF is reached."""
+    """The body of one blob response, hashed and size-checked; verified when EOF is reached.
 
-    def __init__(self, resp: http.client.HTTPResponse, desc: Descriptor) -> None:
+    Each read takes what one ``recv`` returns (``read1``), so the pull's deadline and the minimum
+    transfer rate are checked however slowly the registry sends: a buffered ``readinto`` would
+    block until a whole buffer had trickled in.
+    """
+
+    def __init__(
+        self, resp: http.client.HTTPResponse, desc: Descriptor, options: ClientOptions | None = None
+    ) -> None:
         super().__init__()
         self._resp = resp
         self._desc = desc
+        self._options = options or ClientOptions()
         self._hash = hasher_for(desc.digest)
         self.seen = 0
         self.verified = False
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         with _mapped_errors(self._desc):
-            n = self._resp.readinto(buffer) if not self.verified else 0
+            data = self._resp.read1(len(buffer)) if not self.verified else b""
+            n = len(data)
             if n == 0 and self._resp.length:  # closed before Content-Length: a network fault
                 raise http.client.IncompleteRead(b"", self._resp.length)
+        if n:
+            memoryview(buffer).cast("B")[:n] = data
+        self._pace(n)
         if n:
             self.seen += n
             if self.seen > self._desc.size:
@@ -163,6 +185,21 @@ class BlobStream(io.RawIOBase):
             return n
         self._verify()
         return 0
+
+    def _pace(self, n: int) -> None:
+        """Deadline and minimum rate (bytes per ``rate_window``), checked after every read."""
+        self._options.check_deadline()
+        self._window_bytes += n
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed < self._options.rate_window:
+            return
+        if self._window_bytes < self._options.min_transfer_rate * elapsed:
+            raise RegistryTimeout(
+                f"The registry sent blob {self._desc.digest[:19]} at {self._window_bytes / elapsed:.0f} B/s, "
+                f"below the {self._options.min_transfer_rate} B/s minimum."
+            )
+        self._window_start, self._window_bytes = now, 0
 
     def _verify(self) -> None:
         if self.verified:

@@ -274,6 +274,13 @@ def _check_manifest_digest(raw: bytes, reference: str, header: str | None) -> st
     actual = digest_of(raw)
     expected = reference if reference.startswith(("sha256:", "sha512:")) else header
     if expected:
+        try:
+            parse_digest(expected)
+        except ValueError:
+            raise RegistryProtocolError(
+                "The registry sent a malformed manifest digest (reference or Docker-Content-Digest); "
+                "check the registry."
+            ) from None
         algo = expected.split(":", 1)[0]
         computed = actual if algo == "sha256" else digest_of(raw, algo)
         if not hmac.compare_digest(computed.encode(), expected.encode()):

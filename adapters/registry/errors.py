@@ -83,5 +83,16 @@ class RegistryTimeout(_EngineTimeout):
     """The registry did not answer within the configured timeout."""
 
 
+class PullDeadlineExceeded(_EngineTimeout):
+    """The whole pull ran past its deadline (``--timeout`` / ``timeout_seconds``); never retried inside
+    the pull itself - a workflow retry starts a fresh pull with a fresh deadline."""
+
+    retryable_here = False
+
+
+class RegistryInputError(RegistryError):
+    """The registry's answers or the local blob store failed in a way no more precise check names."""
+
+
 class TlsVerificationFailed(RegistryError):
     """The registry's TLS certificate did not verify against the trusted CAs."""

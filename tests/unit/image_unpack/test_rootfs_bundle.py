@@ -170,7 +170,7 @@ def test_user_names_are_not_read_through_a_symlinked_etc(tmp_path: Path) -> None
     [
         ({"os": "windows", "config": {"Cmd": ["x"]}}, "only linux"),
         ({"os": "linux", "config": {}}, "nothing to run"),
-        ({"os": "linux", "config": {"Cmd": "sh"}}, "not lists"),
+        ({"os": "linux", "config": {"Cmd": "sh"}}, "not a list"),
     ],
 )
 def test_runtime_config_refusals(tmp_path: Path, config: dict[str, Any], match: str) -> None:
