@@ -31,13 +31,16 @@ def leaves_root(root: Path, link_rel: str) -> bool:
     current = parts[:-1]
     todo: deque[str] = deque()
     follows = 0
-    _push_target(root, parts, current, todo)
+    # After an absolute target the walk is in the container's view, where ".." stops at the root.
+    at_root_stays = _push_target(root, parts, current, todo)
     while todo:
         part = todo.popleft()
         if part in ("", "."):
             continue
         if part == "..":
             if not current:
+                if at_root_stays:
+                    continue
                 return True
             current.pop()
             continue
@@ -53,18 +56,21 @@ def leaves_root(root: Path, link_rel: str) -> bool:
             follows += 1
             if follows > MAX_FOLLOWS:
                 raise Unresolvable("too many levels of symbolic links")
-            _push_target(root, candidate, current, todo)
+            at_root_stays = _push_target(root, candidate, current, todo) or at_root_stays
         else:
             current.append(part)
     return False
 
 
-def _push_target(root: Path, link: list[str], current: list[str], todo: deque[str]) -> None:
-    """Queue the target of the link at ``link`` before the rest; an absolute one restarts at root."""
+def _push_target(root: Path, link: list[str], current: list[str], todo: deque[str]) -> bool:
+    """Queue the target of the link at ``link`` before the rest; an absolute one restarts at root
+    (and says so: True)."""
     try:
         target = os.readlink(root.joinpath(*link))
     except OSError as exc:
         raise Unresolvable(str(exc.strerror)) from None
-    if target.startswith("/"):
+    absolute = target.startswith("/")
+    if absolute:
         current.clear()
     todo.extendleft(reversed(target.split("/")))
+    return absolute
