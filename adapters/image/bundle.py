@@ -190,7 +190,7 @@ def runtime_config(
         }
     )
     for key in ("User", "WorkingDir"):
-        if not isinstance(cfg.get(key) or "", str):
+        if cfg.get(key) is not None and not isinstance(cfg.get(key), str):
             raise BundleError(f"The image config's {key} is not a string.")
     caps = list(DEFAULT_CAPS)
     return {
