@@ -193,7 +193,7 @@ class LayerExtractor:
             self._check_link_chains()
         except (tarfile.TarError, EOFError) as exc:
             raise CorruptLayer(f"The layer is not a valid tar stream ({type(exc).__name__}).") from None
-        except (UnicodeError, OverflowError) as exc:
+        except (ValueError, OverflowError) as exc:  # tarfile's own parsing of PAX numbers, UnicodeError
             raise CorruptLayer(f"The layer has a malformed tar header ({type(exc).__name__}).") from None
         except OSError as exc:
             if is_name_too_long(exc):

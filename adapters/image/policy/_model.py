@@ -149,8 +149,12 @@ class Policy(BaseModel):
             text = str(source)
             if not text.lstrip().startswith("{"):
                 path = Path(text)
-                if not path.is_file():
-                    raise PolicyInvalid(f"policy file {path} does not exist")
+                try:
+                    is_file = path.is_file()
+                except OSError:  # e.g. a name longer than PATH_MAX
+                    is_file = False
+                if not is_file:
+                    raise PolicyInvalid(f"policy file {text[:200]} does not exist")
                 if path.stat().st_size > MAX_POLICY_BYTES:
                     raise PolicyInvalid(f"policy file {path} is larger than {MAX_POLICY_BYTES} bytes")
                 origin = f"the signature policy {path}"
