@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry.edge import typed_edge
+from adapters.registry.stoppable import run_stoppable
 from adapters.registry.store import session_store
 from engine.actions import ActionContext, ActionRegistry
 from engine.errors import InvalidParams
@@ -22,7 +23,6 @@ from engine.errors import InvalidParams
 from .errors import UnexpectedImageInput
 from .overlay import RootfsMode
 from .stages import LAYERS_DIR, decrypt_image, load_image, mount_image
-from .stoppable import run_stoppable
 from .unpack import UnpackPolicy
 
 DIGEST = r"^sha256:[0-9a-f]{64}$"

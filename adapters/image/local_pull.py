@@ -30,12 +30,12 @@ from adapters.registry.endpoints import LayoutRepo
 from adapters.registry.errors import PullDeadlineExceeded
 from adapters.registry.pull import load_config
 from adapters.registry.reference import ImageReference
+from adapters.registry.stoppable import run_stoppable
 
 from .errors import BundleError, UnexpectedImageInput
 from .fstree import remove_quietly
 from .overlay import RootfsMode, resolve_mode, unmount_rootfs
 from .stages import LAYERS_DIR, StoredImage, decrypt_image, mount_image, overlay_state_for
-from .stoppable import run_stoppable
 from .unpack import UnpackPolicy
 
 Say = Callable[[str], None]
@@ -129,7 +129,7 @@ async def _pull_bundle(req: PullRequest, say: Say) -> dict[str, Any]:
         store = OciLayout(work / "store", create=True)
         await source.fetch_blob(manifest.config, store.blob_path(manifest.config.digest))
         image = StoredImage(resolved.digest, manifest, load_config(store, manifest))
-        fetch, stream = await _blob_access(source, manifest)
+        fetch, endpoint = await _blob_access(source, manifest)
         t1 = time.perf_counter()
         keys = _keys(req)
 
@@ -143,7 +143,7 @@ async def _pull_bundle(req: PullRequest, say: Say) -> dict[str, Any]:
                 req.workers or _default_workers(len(manifest.layers)),
                 _progress(say, len(manifest.layers)),
                 fetch,
-                stream,
+                None if endpoint is None else (lambda desc: open_blob_stream(endpoint, desc, stop)),
                 req.options.retry,
                 stop,
             )
@@ -191,13 +191,13 @@ async def _judge(req: PullRequest, ref: ImageReference, resolved: Any, say: Say)
 
 async def _blob_access(source: Any, manifest: Any) -> tuple[Any, Any]:
     """How workers get layer bytes: registry blobs stream straight into the unpacker (digest checked
-    at EOF, no copy on disk); an oci: layout's blobs are copied with their digest checked first."""
+    at EOF, no copy on disk) from the returned endpoint; an oci: layout's blobs are copied with their
+    digest checked first (the returned fetch)."""
     if isinstance(source, LayoutRepo):
         layout = source.layout
         return (lambda job: layout.copy_blob(job.desc, job.blob)), None
     probe = manifest.layers[0].digest if manifest.layers else manifest.config.digest
-    endpoint = await source.client.blob_endpoint(source.ref.repository, probe)
-    return None, (lambda desc: open_blob_stream(endpoint, desc))
+    return None, await source.client.blob_endpoint(source.ref.repository, probe)
 
 
 def _default_workers(layers: int) -> int:

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import io
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from .errors import (
     RegistryTimeout,
     RegistryUnavailable,
     SizeMismatch,
+    TransferCancelled,
     Unauthorized,
 )
 from .media import Descriptor
@@ -54,19 +56,30 @@ class BlobEndpoint:
 
 
 def fetch_blob_blocking(
-    ep: BlobEndpoint, desc: Descriptor, dest: Path, progress: Callable[[int], None] | None = None
+    ep: BlobEndpoint,
+    desc: Descriptor,
+    dest: Path,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Download ``desc`` to ``dest`` (verified); retries transient failures per the policy."""
+    """Download ``desc`` to ``dest`` (verified); retries transient failures per the policy.
+
+    Setting ``stop`` ends the download at its next read (and any backoff wait at once).
+    """
     policy = ep.options.retry
     for attempt in range(1, policy.attempts + 1):
         ep.options.check_deadline()
         try:
-            _fetch_once(ep, desc, dest, progress)
+            _fetch_once(ep, desc, dest, progress, stop)
             return
         except (RegistryUnavailable, RegistryTimeout) as exc:
             if attempt == policy.attempts:
                 raise
-            time.sleep(_bounded(policy.wait_after(attempt, exc, "the registry"), ep.options))
+            wait = _bounded(policy.wait_after(attempt, exc, "the registry"), ep.options)
+            if stop is not None and stop.wait(wait):
+                raise TransferCancelled(f"The download of blob {desc.digest[:19]} was cancelled.") from None
+            if stop is None:
+                time.sleep(wait)
 
 
 def _connection(url: str, ep: BlobEndpoint) -> http.client.HTTPConnection:
@@ -83,10 +96,14 @@ def _connection(url: str, ep: BlobEndpoint) -> http.client.HTTPConnection:
 
 
 def _fetch_once(
-    ep: BlobEndpoint, desc: Descriptor, dest: Path, progress: Callable[[int], None] | None
+    ep: BlobEndpoint,
+    desc: Descriptor,
+    dest: Path,
+    progress: Callable[[int], None] | None,
+    stop: threading.Event | None,
 ) -> None:
     # The stream verifies the digest at EOF (before the writer commits), so the writer only counts.
-    with open_blob_stream(ep, desc) as stream, verified_blob(dest, desc, hash_here=False) as writer:
+    with open_blob_stream(ep, desc, stop) as stream, verified_blob(dest, desc, hash_here=False) as writer:
         buf = bytearray(ep.options.chunk_size)
         view = memoryview(buf)
         while n := stream.readinto(view):
@@ -115,7 +132,9 @@ def _mapped_errors(desc: Descriptor) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]:
+def open_blob_stream(
+    ep: BlobEndpoint, desc: Descriptor, stop: threading.Event | None = None
+) -> Iterator[BlobStream]:
     """A readable stream of the blob's bytes that checks size and digest when it reaches the end.
 
     The last ``read`` raises ``DigestMismatch``/``SizeMismatch`` instead of returning EOF if the bytes
@@ -137,7 +156,7 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
                 url = urljoin(url, resp.getheader("Location", ""))
                 continue
             _check_status(resp, desc, ep)
-            yield BlobStream(resp, desc, ep.options)
+            yield BlobStream(resp, desc, ep.options, stop)
             return
         finally:
             conn.close()
@@ -153,9 +172,14 @@ class BlobStream(io.RawIOBase):
     """
 
     def __init__(
-        self, resp: http.client.HTTPResponse, desc: Descriptor, options: ClientOptions | None = None
+        self,
+        resp: http.client.HTTPResponse,
+        desc: Descriptor,
+        options: ClientOptions | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         super().__init__()
+        self._stop = stop
         self._resp = resp
         self._desc = desc
         self._options = options or ClientOptions()
@@ -187,7 +211,9 @@ class BlobStream(io.RawIOBase):
         return 0
 
     def _pace(self, n: int) -> None:
-        """Deadline and minimum rate (bytes per ``rate_window``), checked after every read."""
+        """Cancellation, deadline and minimum rate (bytes per ``rate_window``), after every read."""
+        if self._stop is not None and self._stop.is_set():
+            raise TransferCancelled(f"The download of blob {self._desc.digest[:19]} was cancelled.")
         self._options.check_deadline()
         self._window_bytes += n
         now = time.monotonic()

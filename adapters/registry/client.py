@@ -27,6 +27,7 @@ from .errors import (
 )
 from .media import ACCEPT, Descriptor, media_type_of
 from .options import ClientOptions
+from .stoppable import run_stoppable
 from .transport import RegistryTransport
 
 ProgressFn = Callable[[int], None]
@@ -138,7 +139,8 @@ class RegistryClient:
         """Stream a blob to ``dest``; verified size and digest, else nothing is left at ``dest``."""
         if self._fast_blobs:
             endpoint = await self.blob_endpoint(repo, desc.digest)
-            await asyncio.to_thread(fetch_blob_blocking, endpoint, desc, dest, progress)
+            # Stoppable: a cancelled pull ends this download before it cleans up (no stray .part).
+            await run_stoppable(lambda stop: fetch_blob_blocking(endpoint, desc, dest, progress, stop))
             return
         await self._t.retry(lambda: self._fetch_blob_once(repo, desc, dest, progress))
 

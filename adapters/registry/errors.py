@@ -7,6 +7,7 @@ credentials, tokens or blob contents.
 
 from __future__ import annotations
 
+from engine.errors import Cancelled as _EngineCancelled
 from engine.errors import PermanentError, TransientError
 from engine.errors import Timeout as _EngineTimeout
 
@@ -88,6 +89,10 @@ class PullDeadlineExceeded(_EngineTimeout):
     the pull itself - a workflow retry starts a fresh pull with a fresh deadline."""
 
     retryable_here = False
+
+
+class TransferCancelled(_EngineCancelled):
+    """A download stopped because its pull was cancelled (Ctrl-C, SIGTERM, a failed sibling)."""
 
 
 class RegistryInputError(RegistryError):
