@@ -9,13 +9,14 @@ at most two descriptors are open at a time. They only ever act on trees this pro
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -100,10 +101,12 @@ def remove_tree(path: Path) -> None:
 
 
 def remove_quietly(path: Path) -> BaseException | None:
-    """``remove_tree`` for cleanup paths that must go on; returns (does not raise) what failed."""
+    """``remove_tree`` for cleanup paths that must go on (another error is already on its way):
+    a failure is logged with the path and returned, not raised over that error."""
     try:
         remove_tree(path)
     except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc.strerror or type(exc).__name__)
         return exc
     return None
 
@@ -153,12 +156,3 @@ def _scan(fd: int, prefix: str, listing: TreeListing) -> list[str]:
 def is_name_too_long(exc: OSError) -> bool:
     return exc.errno in (errno.ENAMETOOLONG, errno.ELOOP)
 
-
-@contextlib.contextmanager
-def removed_on_error(path: Path):  # type: ignore[no-untyped-def]
-    """Remove ``path`` if the block raises (anything, KeyboardInterrupt included), then re-raise."""
-    try:
-        yield path
-    except BaseException:
-        remove_quietly(path)
-        raise
