@@ -14,10 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.registry.edge import typed_edge
+from adapters.registry.stoppable import run_stoppable
 from adapters.registry.store import session_store
 from engine.actions import ActionContext, ActionRegistry
 from engine.errors import InvalidParams
 
+from .errors import UnexpectedImageInput
 from .overlay import RootfsMode
 from .stages import LAYERS_DIR, decrypt_image, load_image, mount_image
 from .unpack import UnpackPolicy
@@ -102,11 +105,15 @@ async def decrypt_action(params: DecryptParams, ctx: ActionContext, idempotency_
 
     session = _session(ctx, "image.decrypt")
     store = session_store(session)
-    image = load_image(store, params.manifest_digest)
-    keys = KeyringKeySource(session.keyring, LocalKeySource([Path(p) for p in params.decryption_keys]))
-    results = await asyncio.to_thread(
-        decrypt_image, store, image, keys, Path(session.storage) / LAYERS_DIR, params.policy(), params.workers
-    )
+    with typed_edge("image.decrypt", UnexpectedImageInput):
+        image = load_image(store, params.manifest_digest)
+        keys = KeyringKeySource(session.keyring, LocalKeySource([Path(p) for p in params.decryption_keys]))
+        layers_dir = Path(session.storage) / LAYERS_DIR
+        results = await run_stoppable(
+            lambda stop: decrypt_image(
+                store, image, keys, layers_dir, params.policy(), params.workers, stop=stop
+            )
+        )
     layers = [LayerOut(**r.summary()) for r in results]
     return DecryptResult(
         manifest_digest=params.manifest_digest,
@@ -126,12 +133,13 @@ async def mount_action(params: MountParams, ctx: ActionContext, idempotency_key:
     name = params.bundle or str(session.pod_id)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
         raise InvalidParams("The bundle name must be a simple file name (letters, digits, '.', '_', '-').")
-    image = load_image(session_store(session), params.manifest_digest)
     policy = UnpackPolicy(strict_whiteouts=params.strict_whiteouts)
     dest = Path(session.storage) / BUNDLES_DIR / name
-    info = await asyncio.to_thread(
-        mount_image, image, Path(session.storage) / LAYERS_DIR, dest, policy, params.rootfs_mode
-    )
+    with typed_edge("image.mount", UnexpectedImageInput):
+        image = load_image(session_store(session), params.manifest_digest)
+        info = await asyncio.to_thread(
+            mount_image, image, Path(session.storage) / LAYERS_DIR, dest, policy, params.rootfs_mode
+        )
     return MountResult(
         bundle=f"{BUNDLES_DIR}/{name}",
         rootfs_entries=info.rootfs_entries,

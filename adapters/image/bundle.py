@@ -143,6 +143,25 @@ def resolve_user(spec: str, rootfs: Path) -> dict[str, Any]:
     return {"uid": uid, "gid": gid}
 
 
+def _string_list(cfg: dict[str, Any], key: str) -> list[str]:
+    """``cfg[key]`` as a list of strings (absent or null: empty); anything else is refused."""
+    value = cfg.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BundleError(f"The image config's {key} is not a list of strings.")
+    return list(value)
+
+
+def _string_map(cfg: dict[str, Any], key: str, values: bool) -> dict[str, str]:
+    """``cfg[key]`` as an object with string keys (and string values when ``values``); else refused."""
+    value = cfg.get(key) or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (not values or isinstance(v, str)) for k, v in value.items()
+    ):
+        kind = "string map" if values else "object"
+        raise BundleError(f"The image config's {key} is not a {kind}.")
+    return {k: (v if values else "") for k, v in value.items()}
+
+
 def runtime_config(
     image_config: dict[str, Any], rootfs: Path, hostname: str = "enclaveflow"
 ) -> dict[str, Any]:
@@ -154,23 +173,25 @@ def runtime_config(
     cfg = image_config.get("config") or {}
     if not isinstance(cfg, dict):
         raise BundleError("The image config's 'config' entry is not an object.")
-    entrypoint, cmd = cfg.get("Entrypoint") or [], cfg.get("Cmd") or []
-    if not isinstance(entrypoint, list) or not isinstance(cmd, list):
-        raise BundleError("The image's Entrypoint/Cmd are not lists.")
-    args = [str(a) for a in entrypoint + cmd]
+    entrypoint = _string_list(cfg, "Entrypoint")
+    cmd = _string_list(cfg, "Cmd")
+    args = entrypoint + cmd
     if not args:
         raise BundleError("The image has neither Entrypoint nor Cmd; there is nothing to run.")
-    env = [str(e) for e in cfg.get("Env") or [] if isinstance(e, str) and "=" in e]
+    env = [e for e in _string_list(cfg, "Env") if "=" in e]
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, DEFAULT_PATH)
-    volumes = sorted(v for v in (cfg.get("Volumes") or {}) if isinstance(v, str) and v.startswith("/"))
-    annotations = {str(k): str(v) for k, v in (cfg.get("Labels") or {}).items()}
+    volumes = sorted(v for v in _string_map(cfg, "Volumes", values=False) if v.startswith("/"))
+    annotations = _string_map(cfg, "Labels", values=True)
     annotations.update(
         {
             "org.opencontainers.image.os": "linux",
             "org.opencontainers.image.architecture": str(image_config.get("architecture", "")),
         }
     )
+    for key in ("User", "WorkingDir"):
+        if cfg.get(key) is not None and not isinstance(cfg.get(key), str):
+            raise BundleError(f"The image config's {key} is not a string.")
     caps = list(DEFAULT_CAPS)
     return {
         "ociVersion": OCI_VERSION,

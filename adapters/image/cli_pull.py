@@ -7,29 +7,53 @@ The registry client, unpacker and pipeline are imported inside the commands (sta
 from __future__ import annotations
 
 import json
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from adapters.registry import ClientOptions
 
+T = TypeVar("T")
+
 
 def _options(
-    insecure: list[str], ca_bundle: Path | None, authfile: Path | None, platform: str
+    insecure: list[str],
+    ca_bundle: Path | None,
+    authfile: Path | None,
+    platform: str,
+    timeout: float = 600.0,
+    min_rate: int = 4096,
 ) -> ClientOptions:
     from adapters.registry import ClientOptions
+    from engine.errors import UsageError
 
+    if timeout <= 0 or min_rate < 0:
+        raise UsageError("--timeout must be positive and --min-transfer-rate not negative.")
     return ClientOptions(
-        insecure_registries=tuple(insecure), ca_bundle=ca_bundle, auth_file=authfile, platform=platform
+        insecure_registries=tuple(insecure),
+        ca_bundle=ca_bundle,
+        auth_file=authfile,
+        platform=platform,
+        pull_timeout=timeout,
+        min_transfer_rate=min_rate,
     )
 
 
 INSECURE = typer.Option(
     [], "--insecure-registry", help="HOST:PORT allowed over plain HTTP (loopback always is)."
 )
-CA = typer.Option(None, "--ca-bundle", help="PEM CA bundle to trust for the registry's TLS.")
+CA = typer.Option(
+    None, "--ca-bundle", help="PEM CA bundle trusted for the registry's TLS, in addition to the system CAs."
+)
+TIMEOUT = typer.Option(
+    600.0, "--timeout", help="seconds the whole pull may take (manifests, signatures, every layer)."
+)
+MIN_RATE = typer.Option(
+    4096, "--min-transfer-rate", help="bytes/s a download must average over 30 s, else it restarts (0: off)."
+)
 AUTH = typer.Option(None, "--authfile", help="docker-style auth.json with registry credentials.")
 PLATFORM = typer.Option("linux/amd64", "--platform", help="os/arch[/variant] to pick from an index.")
 POLICY = typer.Option(None, "--policy", help="containers-policy.json; without it signatures are NOT checked.")
@@ -55,6 +79,8 @@ def pull(
     max_unpacked_bytes: int = typer.Option(32 << 30, help="refuse images unpacking to more bytes (bombs)."),
     allow_devices: bool = typer.Option(False, help="create device nodes and fifos found in layers."),
     workers: int | None = typer.Option(None, help="layers unpacked at once (default: CPU count)."),
+    timeout: float = TIMEOUT,
+    min_transfer_rate: int = MIN_RATE,
     rootfs: str = typer.Option(
         "copy",
         "--rootfs",
@@ -68,6 +94,8 @@ def pull(
 
     Example: enclaveflow image pull docker://127.0.0.1:5000/app:v1 ./bundle --decryption-key priv.pem
     --policy policy.json
+
+    Ctrl-C or SIGTERM stops the layer workers, removes the work area and leaves DIR absent.
     """
     import asyncio
 
@@ -82,7 +110,7 @@ def pull(
     req = PullRequest(
         image=ref,
         dest=dest.resolve(),
-        options=_options(insecure_registry, ca_bundle, authfile, platform),
+        options=_options(insecure_registry, ca_bundle, authfile, platform, timeout, min_transfer_rate),
         policy=policy,
         identity=identity,
         lookaside=lookaside,
@@ -91,7 +119,11 @@ def pull(
         workers=workers,
         rootfs_mode=rootfs,  # type: ignore[arg-type]
     )
-    summary = asyncio.run(pull_bundle(req))
+    try:
+        summary = asyncio.run(_until_sigterm(pull_bundle(req)))
+    except asyncio.CancelledError:
+        typer.echo("terminated: nothing of the pull was kept", err=True)
+        raise typer.Exit(143) from None
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -100,6 +132,21 @@ def pull(
             f"({summary['unpacked_bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f}s, "
             f"rootfs {summary['rootfs_mode']})"
         )
+
+
+async def _until_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``; SIGTERM cancels it like Ctrl-C does, so its cleanup runs before the exit."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def inspect(

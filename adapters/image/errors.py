@@ -115,6 +115,18 @@ class CorruptLayer(UnpackError):
     """The layer is not a readable (compressed) tar stream."""
 
 
+class SparseEntryRefused(UnpackError):
+    """The layer holds a GNU or PAX sparse file; its holes would unpack to more than the stream holds."""
+
+
+class LayerWriteFailed(UnpackError):
+    """Writing the unpacked layer to disk failed (no space, quota, permissions)."""
+
+
+class UnexpectedImageInput(PermanentError):
+    """The image was refused by a check without a more precise name; the message says which step."""
+
+
 class UnsupportedLayerType(UnpackError):
     """The layer's media type names a compression this unpacker does not handle."""
 

@@ -5,12 +5,15 @@ Reads only the manifest, the config and the signature artifacts - never a layer.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from adapters.registry import ClientOptions, open_source, parse_reference, resolve
+from adapters.registry import jsonload as bounded_json
+from adapters.registry.edge import typed_edge
+
+from .errors import UnexpectedImageInput
 
 ENC_PREFIX = "org.opencontainers.image.enc.keys."
 
@@ -37,6 +40,18 @@ async def inspect_image(
     identity: str | None = None,
     lookaside: str | None = None,
 ) -> dict[str, Any]:
+    """Layers, encryption, signatures and policy verdict of ``image``; untyped failures are mapped."""
+    with typed_edge("Inspecting the image", UnexpectedImageInput):
+        return await _inspect(image, options, policy, identity, lookaside)
+
+
+async def _inspect(
+    image: str,
+    options: ClientOptions,
+    policy: Path | None,
+    identity: str | None,
+    lookaside: str | None,
+) -> dict[str, Any]:
     ref = parse_reference(image)
     source = open_source(ref, options)
     try:
@@ -44,10 +59,12 @@ async def inspect_image(
         with tempfile.TemporaryDirectory(prefix="ef-inspect-") as tmp:
             dest = Path(tmp) / "config"
             await source.fetch_blob(resolved.manifest.config, dest)
-            config = json.loads(dest.read_bytes())
+            config = bounded_json.loads(dest.read_bytes())
     finally:
         await source.aclose()
-    cfg = config.get("config") or {}
+    if not isinstance(config, dict):
+        raise UnexpectedImageInput("The image config is not a JSON object; the image is malformed.")
+    cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
     out: dict[str, Any] = {
         "image": str(ref),
         "manifest_digest": resolved.digest,

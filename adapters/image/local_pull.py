@@ -4,16 +4,19 @@ resolve -> policy verdict -> fetch blobs (by the verified digest, so a moving ta
 image after the verdict) -> decrypt + unpack layers in parallel -> compose the bundle (an overlay
 mount whose layers, upper and work dirs stay in the hidden sibling ``.DIR.overlay``, or a merged
 copy). The work area is a hidden directory next to the destination (same filesystem: the final step
-is a rename) and is removed whatever happens; the destination only ever appears complete.
+is a rename) and is removed whatever happens - as the very last step, after the worker threads have
+stopped; the destination only ever appears complete. The whole pull runs under one deadline
+(``ClientOptions.pull_timeout``), and anything that escapes the typed checks is mapped at this edge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
-import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +25,15 @@ from typing import Any
 
 from adapters.registry import ClientOptions, OciLayout, open_source, parse_reference, resolve
 from adapters.registry.blobfetch import open_blob_stream
+from adapters.registry.edge import typed_edge
 from adapters.registry.endpoints import LayoutRepo
+from adapters.registry.errors import PullDeadlineExceeded
 from adapters.registry.pull import load_config
 from adapters.registry.reference import ImageReference
+from adapters.registry.stoppable import run_stoppable
 
-from .errors import BundleError
+from .errors import BundleError, UnexpectedImageInput
+from .fstree import remove_quietly
 from .overlay import RootfsMode, resolve_mode, unmount_rootfs
 from .stages import LAYERS_DIR, StoredImage, decrypt_image, mount_image, overlay_state_for
 from .unpack import UnpackPolicy
@@ -80,7 +87,28 @@ def _prepare_dest(dest: Path) -> None:
 
 
 async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
-    """Run the pipeline; returns a secret-free summary (digests, verdict, per-layer figures, timings)."""
+    """Run the pipeline; returns a secret-free summary (digests, verdict, per-layer figures, timings).
+
+    Raises ``PullDeadlineExceeded`` past ``req.options.pull_timeout``; any other failure is a typed
+    error, and nothing of the pull is left behind.
+    """
+    options = req.options.with_deadline()
+    req = dataclasses.replace(req, options=options)
+    deadline = asyncio.get_running_loop().time() + max(0.0, options.remaining() or 0.0)
+    try:
+        async with asyncio.timeout_at(deadline):
+            with typed_edge("The image pull", UnexpectedImageInput):
+                return await _pull_bundle(req, say)
+    except TimeoutError:
+        if asyncio.get_running_loop().time() < deadline:
+            raise
+        raise PullDeadlineExceeded(
+            f"The pull took longer than its {options.pull_timeout:g}s limit; raise --timeout for a slow "
+            "registry or a large image."
+        ) from None
+
+
+async def _pull_bundle(req: PullRequest, say: Say) -> dict[str, Any]:
     started = time.perf_counter()
     ref = parse_reference(req.image)
     _prepare_dest(req.dest)
@@ -101,21 +129,26 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
         store = OciLayout(work / "store", create=True)
         await source.fetch_blob(manifest.config, store.blob_path(manifest.config.digest))
         image = StoredImage(resolved.digest, manifest, load_config(store, manifest))
-        fetch, stream = await _blob_access(source, manifest)
+        fetch, endpoint = await _blob_access(source, manifest)
         t1 = time.perf_counter()
-        layers = await asyncio.to_thread(
-            decrypt_image,
-            store,
-            image,
-            _keys(req),
-            layers_dir,
-            req.unpack,
-            req.workers or _default_workers(len(manifest.layers)),
-            _progress(say, len(manifest.layers)),
-            fetch,
-            stream,
-            req.options.retry,
-        )
+        keys = _keys(req)
+
+        def unpack(stop: threading.Event) -> Any:
+            return decrypt_image(
+                store,
+                image,
+                keys,
+                layers_dir,
+                req.unpack,
+                req.workers or _default_workers(len(manifest.layers)),
+                _progress(say, len(manifest.layers)),
+                fetch,
+                None if endpoint is None else (lambda desc: open_blob_stream(endpoint, desc, stop)),
+                req.options.retry,
+                stop,
+            )
+
+        layers = await run_stoppable(unpack)
         unpack_s = time.perf_counter() - t1
         info = mount_image(image, layers_dir, req.dest, req.unpack, mode, state)
         say(
@@ -126,8 +159,10 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
             unmount_rootfs(req.dest / "rootfs", state)  # mount_image left nothing mounted; drop the layers
         raise
     finally:
-        await source.aclose()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            await source.aclose()
+        finally:
+            remove_quietly(work)  # last: the worker threads have ended (run_stoppable waited for them)
     return {
         "image": str(ref),
         "manifest_digest": resolved.digest,
@@ -156,13 +191,13 @@ async def _judge(req: PullRequest, ref: ImageReference, resolved: Any, say: Say)
 
 async def _blob_access(source: Any, manifest: Any) -> tuple[Any, Any]:
     """How workers get layer bytes: registry blobs stream straight into the unpacker (digest checked
-    at EOF, no copy on disk); an oci: layout's blobs are copied with their digest checked first."""
+    at EOF, no copy on disk) from the returned endpoint; an oci: layout's blobs are copied with their
+    digest checked first (the returned fetch)."""
     if isinstance(source, LayoutRepo):
         layout = source.layout
         return (lambda job: layout.copy_blob(job.desc, job.blob)), None
     probe = manifest.layers[0].digest if manifest.layers else manifest.config.digest
-    endpoint = await source.client.blob_endpoint(source.ref.repository, probe)
-    return None, (lambda desc: open_blob_stream(endpoint, desc))
+    return None, await source.client.blob_endpoint(source.ref.repository, probe)
 
 
 def _default_workers(layers: int) -> int:

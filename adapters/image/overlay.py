@@ -11,7 +11,6 @@ dir); ``auto`` falls back to the merged copy when it is not. Nothing stays mount
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import HardlinkEscape, OverlayUnavailable, RootfsMountError, WriteThroughSymlink
+from .fstree import remove_quietly, remove_tree, walk_tree
 from .unpack import LayerTree, real_dir_chain
 
 RootfsMode = Literal["auto", "overlay", "copy"]
@@ -260,14 +260,13 @@ def mount_overlay(lowers: Sequence[Path], state: Path, target: Path) -> None:
         raise RootfsMountError(f"{target} is already a mount point; unmount it or pick another bundle.")
     upper, work = state / "upper", state / "work"
     for d in (upper, work):
-        if d.exists():
-            shutil.rmtree(d)
+        remove_tree(d)
         d.mkdir(parents=True)
     upper.chmod(0o755)  # the rootfs's own mode comes from the upper dir's root
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
         err = ctypes.get_errno()
         for d in (upper, work):
-            shutil.rmtree(d, ignore_errors=True)
+            remove_quietly(d)
         raise RootfsMountError(
             f"Mounting the overlay rootfs at {target} failed ({errno.errorcode.get(err, err)}); "
             "check the layer dirs or use rootfs_mode 'copy'."
@@ -314,9 +313,8 @@ def unmount_rootfs(rootfs: Path, state: Path | None = None) -> None:
         _umount(os.path.realpath(rootfs))
     if state is not None:
         unmount_under(state)
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(state)
+        remove_tree(state)
 
 
 def count_entries(rootfs: Path) -> int:
-    return sum(len(dirs) + len(files) for _, dirs, files in os.walk(rootfs))
+    return walk_tree(rootfs).entries

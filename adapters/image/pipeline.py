@@ -2,8 +2,11 @@
 
 Each layer is extracted by one worker thread into a temporary directory next to its final place
 and renamed there only after its diff_id matched; the heavy steps (AES, HMAC, SHA-256, inflate, file
-writes) release the GIL, so layers really do run side by side. If any layer fails, the others are
-stopped at their next read and every directory this call created is removed.
+writes) release the GIL, so layers really do run side by side. If any layer fails - or the caller
+sets ``stop`` (Ctrl-C, SIGTERM, a deadline) - the others are stopped at their next read, no retry
+starts, and every directory this call created is removed once the workers have ended. Every layer
+of the manifest is unpacked in its own directory (``NNNN-<diff_id>``), even when a diff_id repeats:
+[A, B, A] must apply A again above B, and every blob must be checked.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import hmac
 import io
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from adapters.registry.options import RetryPolicy
 from engine.errors import TransientError
 
 from .errors import DiffIdMismatch, UnpackError
+from .fstree import remove_quietly, remove_tree
 from .layer_stream import ByteBudget, HashingReader, compression_of, decompressing_reader
 from .unpack import LayerTree, UnpackPolicy, extract_layer
 
@@ -81,11 +84,11 @@ class LayerResult:
 
 
 class _AbortableBudget(ByteBudget):
-    """The shared byte budget doubles as the stop signal for sibling layers."""
+    """The shared byte budget doubles as the stop signal for sibling layers (and for the caller)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stop: threading.Event | None = None) -> None:
         super().__init__(limit)
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
 
     def take(self, n: int) -> None:
         if self.stop.is_set():
@@ -93,8 +96,9 @@ class _AbortableBudget(ByteBudget):
         super().take(n)
 
 
-def layer_dir(dest: Path, diff_id: str) -> Path:
-    return dest / diff_id.replace(":", "-")
+def layer_dir(dest: Path, index: int, diff_id: str) -> Path:
+    """Where the layer at manifest position ``index`` is unpacked (one directory per position)."""
+    return dest / f"{index:04d}-{diff_id.replace(':', '-')}"
 
 
 def unpack_layer(
@@ -104,9 +108,9 @@ def unpack_layer(
     from .ocicrypt import open_decrypting_reader
 
     started = time.perf_counter()
-    final = layer_dir(dest, job.diff_id)
+    final = layer_dir(dest, job.index, job.diff_id)
     tmp = dest / f".{final.name}.{os.getpid()}.{threading.get_ident():x}.tmp"
-    tmp.mkdir(parents=True)
+    tmp.mkdir()  # never parents: a cleanup that already removed ``dest`` must not be undone
     try:
         opener = job.opener or (lambda: open(job.blob, "rb", buffering=0))
         with opener() as raw:
@@ -129,11 +133,10 @@ def unpack_layer(
                 f"Layer {job.index} ({job.desc.digest[:19]}) does not match its diff_id; "
                 "the image is corrupt or tampered."
             )
-        if final.exists():
-            shutil.rmtree(final)
+        remove_tree(final)
         os.rename(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
     tree.path = final
     _save_tree(tree)
@@ -162,8 +165,8 @@ def _save_tree(tree: LayerTree) -> None:
     tree.path.with_name(tree.path.name + ".json").write_text(json.dumps(meta))
 
 
-def load_tree(dest: Path, diff_id: str) -> LayerTree:
-    path = layer_dir(dest, diff_id)
+def load_tree(dest: Path, index: int, diff_id: str) -> LayerTree:
+    path = layer_dir(dest, index, diff_id)
     meta = json.loads(path.with_name(path.name + ".json").read_text())
     return LayerTree(
         path,
@@ -182,20 +185,23 @@ def unpack_layers(
     workers: int | None = None,
     progress: Progress | None = None,
     prepare: Callable[[LayerJob], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[LayerResult]:
     """Unpack ``jobs`` in parallel (``workers`` threads, default: CPUs); all or nothing.
 
     ``prepare(job)`` runs in the worker first - e.g. downloading the blob - so fetching one layer
-    overlaps unpacking another.
+    overlaps unpacking another. Setting ``stop`` makes every worker give up at its next read.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    budget = _AbortableBudget(policy.max_bytes)
+    budget = _AbortableBudget(policy.max_bytes, stop)
     workers = max(1, min(len(jobs) or 1, workers or os.cpu_count() or 1))
 
     def run(job: LayerJob) -> LayerResult:
         if progress:
             progress("layer-start", {"index": job.index, "digest": job.desc.digest, "size": job.desc.size})
         try:
+            if budget.stop.is_set():
+                raise Aborted("Unpacking stopped before this layer started.")
             if prepare is not None:
                 prepare(job)
             result = _with_retries(job, lambda: unpack_layer(job, keys, dest, policy, budget), budget)
@@ -229,14 +235,16 @@ def _with_retries(job: LayerJob, attempt: Callable[[], LayerResult], budget: _Ab
     for n in range(1, tries + 1):
         try:
             return attempt()
-        except TransientError:
-            if n == tries or budget.stop.is_set():
+        except TransientError as exc:
+            if n == tries or budget.stop.is_set() or not getattr(exc, "retryable_here", True):
                 raise
-            time.sleep(job.retry.delay(n))  # type: ignore[union-attr]
+            # Waiting on the stop event: a cancelled pull does not sleep out its backoff.
+            if budget.stop.wait(job.retry.delay(n)):  # type: ignore[union-attr]
+                raise
     raise AssertionError("unreachable")
 
 
 def _remove_layer(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    remove_quietly(path)
     with contextlib.suppress(FileNotFoundError):
         path.with_name(path.name + ".json").unlink()

@@ -4,35 +4,58 @@ Layers are applied bottom-up: a layer's opaque directories are emptied, its whit
 its entries are moved (renamed, no data copy) over what is there. Nothing here ever follows a
 symlink: every directory descended into is checked with ``lstat`` first, so a symlink planted by
 one layer cannot redirect another layer's files outside the rootfs. The layer directories are
-consumed.
+consumed. Merging keeps its own stack (no recursion), so any depth merges; the finished rootfs is
+checked for symlink chains that lead out of it (links from different layers can combine).
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import HardlinkEscape, WhiteoutTargetMissing, WriteThroughSymlink
+from .errors import HardlinkEscape, SymlinkEscape, UnsafePath, WhiteoutTargetMissing, WriteThroughSymlink
+from .fstree import is_name_too_long, remove_tree, walk_tree
+from .links import Unresolvable, leaves_root
 from .unpack import LayerTree, real_dir_chain
 
 
 def compose(layers: Sequence[LayerTree], rootfs: Path, strict_whiteouts: bool = True) -> int:
     """Merge ``layers`` (bottom first) into the new directory ``rootfs``; returns its entry count."""
     rootfs.mkdir(mode=0o755)
-    for layer in layers:
-        for rel in layer.opaque_dirs:
-            _empty_dir(rootfs, rel)
-        for rel in layer.whiteouts:
-            _remove(rootfs, rel, strict_whiteouts)
-        _merge(layer.path, rootfs)
-        for rel, target in layer.lower_links:
-            _link_lower(rootfs, rel, target)
-        shutil.rmtree(layer.path, ignore_errors=False)
-    return sum(len(dirs) + len(files) for _, dirs, files in os.walk(rootfs))
+    try:
+        for layer in layers:
+            for rel in layer.opaque_dirs:
+                _empty_dir(rootfs, rel)
+            for rel in layer.whiteouts:
+                _remove(rootfs, rel, strict_whiteouts)
+            _merge(layer.path, rootfs)
+            for rel, target in layer.lower_links:
+                _link_lower(rootfs, rel, target)
+            remove_tree(layer.path)
+    except OSError as exc:
+        if is_name_too_long(exc):
+            raise UnsafePath("A path of the image is too long for the file system; refusing it.") from None
+        raise
+    return check_rootfs(rootfs)
+
+
+def check_rootfs(rootfs: Path) -> int:
+    """Entries of the finished rootfs; ``SymlinkEscape`` if a chain of its symlinks leads out of it."""
+    listing = walk_tree(rootfs)
+    for rel in listing.symlinks:
+        try:
+            escapes = leaves_root(rootfs, rel)
+        except Unresolvable:
+            escapes = True
+        if escapes:
+            raise SymlinkEscape(
+                f"The symlink {rel[:120]!r} leads outside the rootfs through links of several layers; "
+                "refusing the image."
+            )
+    return listing.entries
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -70,27 +93,29 @@ def _remove(rootfs: Path, rel: str, strict: bool) -> None:
 
 
 def _delete(path: Path) -> None:
-    st = os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    remove_tree(path)
 
 
 def _merge(src: Path, dst: Path) -> None:
-    """Move ``src``'s entries into the real directory ``dst``; directories merge recursively."""
-    for entry in os.scandir(src):
-        target = dst / entry.name
-        existing = _lstat(target)
-        if entry.is_dir(follow_symlinks=False):
-            if existing is not None and stat.S_ISDIR(existing.st_mode):
-                _merge(Path(entry.path), target)
-                _copy_dir_meta(Path(entry.path), target)
+    """Move ``src``'s entries into the real directory ``dst``; directories present in both merge.
+
+    Depth-first with an explicit stack; a merged directory takes ``src``'s metadata once all of its
+    entries are in (its children changed its times).
+    """
+    stack: list[tuple[Path, Path, bool]] = [(src, dst, False)]
+    while stack:
+        source, dest, entered = stack.pop()
+        if entered:
+            _copy_dir_meta(source, dest)
+            continue
+        if source is not src:
+            stack.append((source, dest, True))
+        for entry in os.scandir(source):
+            target = dest / entry.name
+            existing = _lstat(target)
+            if entry.is_dir(follow_symlinks=False) and existing is not None and stat.S_ISDIR(existing.st_mode):
+                stack.append((Path(entry.path), target, False))
                 continue
-            if existing is not None:
-                _delete(target)
-            os.rename(entry.path, target)
-        else:
             if existing is not None:
                 _delete(target)
             os.rename(entry.path, target)

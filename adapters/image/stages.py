@@ -3,14 +3,15 @@
 ``decrypt_image`` turns the stored (encrypted) blobs of a pulled image into checked layer
 directories; ``mount_image`` composes them into ``<bundle>/rootfs`` and writes
 ``<bundle>/config.json``. Both are all-or-nothing: the bundle is assembled in a temporary directory
-next to its destination and renamed into place at the end.
+next to its destination and renamed into place at the end. The bundle directory is created 0700: it
+holds the image's setuid binaries (kept, as Docker keeps them), which no other host user may reach.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -25,10 +26,10 @@ from adapters.registry.pull import load_config
 
 from .bundle import runtime_config
 from .errors import BundleError
+from .fstree import remove_quietly
 from .overlay import (
     RootfsMode,
     converted_marker,
-    count_entries,
     fits_one_mount,
     mount_options,
     mount_overlay,
@@ -38,7 +39,7 @@ from .overlay import (
     unmount_under,
 )
 from .pipeline import LayerJob, LayerResult, Progress, load_tree, unpack_layers
-from .rootfs import compose
+from .rootfs import check_rootfs, compose
 from .unpack import LayerTree, UnpackPolicy
 
 LAYERS_DIR = "layers"
@@ -78,20 +79,20 @@ def decrypt_image(
     fetch: Callable[[LayerJob], None] | None = None,
     stream: Callable[[Descriptor], AbstractContextManager[BinaryIO]] | None = None,
     retry: RetryPolicy | None = None,
+    stop: threading.Event | None = None,
 ) -> list[LayerResult]:
-    """Decrypt, decompress, diff_id-check and extract every (distinct) layer into ``layers_dir``.
+    """Decrypt, decompress, diff_id-check and extract every layer into ``layers_dir``.
 
-    ``fetch(job)``, when given, first puts the layer's blob at ``job.blob`` (inside the worker);
-    ``stream(desc)``, when given, is read instead (a verifying network stream, retried per ``retry``).
+    Every manifest position is its own job, even when a diff_id repeats: its blob is verified and the
+    layer is applied again at that position. ``fetch(job)``, when given, first puts the layer's blob
+    at ``job.blob`` (inside the worker); ``stream(desc)``, when given, is read instead (a verifying
+    network stream, retried per ``retry``). ``stop`` ends the workers early (see ``unpack_layers``).
     """
-    jobs, seen = [], set()
+    jobs = []
     for index, (desc, diff_id) in enumerate(zip(image.manifest.layers, image.diff_ids, strict=True)):
-        if diff_id in seen:
-            continue  # the same layer twice: extracted once, applied at its first position
-        seen.add(diff_id)
         opener = (lambda d=desc: stream(d)) if stream is not None else None
         jobs.append(LayerJob(index, desc, diff_id, store.blob_path(desc.digest), opener, retry))
-    return unpack_layers(jobs, keys, layers_dir, policy, workers, progress, fetch)
+    return unpack_layers(jobs, keys, layers_dir, policy, workers, progress, fetch, stop)
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,7 @@ def overlay_state_for(bundle: Path) -> Path:
 
 
 def _load_trees(image: StoredImage, layers_dir: Path) -> list[LayerTree]:
-    trees, seen = [], set()
-    for diff_id in image.diff_ids:
-        if diff_id not in seen:
-            seen.add(diff_id)
-            trees.append(load_tree(layers_dir, diff_id))
-    return trees
+    return [load_tree(layers_dir, index, diff_id) for index, diff_id in enumerate(image.diff_ids)]
 
 
 def _compose_copy(trees: list[LayerTree], rootfs: Path, policy: UnpackPolicy) -> int:
@@ -147,8 +143,9 @@ def mount_image(
     used = resolve_mode(mode, state.parent)
     tmp = bundle.with_name(f".{bundle.name}.{os.getpid()}.partial")
     unmount_under(tmp)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    remove_quietly(tmp)
+    tmp.mkdir(mode=0o700)
+    os.chmod(tmp, 0o700)  # whatever the umask: the bundle holds the image's setuid binaries
     try:
         trees = _load_trees(image, layers_dir)
         if used == "overlay" and not fits_one_mount([t.path for t in trees], state):
@@ -160,7 +157,7 @@ def mount_image(
         else:
             (tmp / "rootfs").mkdir(mode=0o755)
             mount_overlay(prepare_lowers(trees), state, tmp / "rootfs")
-            entries = count_entries(tmp / "rootfs")
+            entries = check_rootfs(tmp / "rootfs")
         spec = runtime_config(image.config, tmp / "rootfs")
         (tmp / "config.json").write_text(json.dumps(spec, indent=2) + "\n")
         os.rename(tmp, bundle)
@@ -188,4 +185,4 @@ def _discard(tmp: Path, state: Path | None) -> None:
     if state is not None:
         unmount_rootfs(tmp / "rootfs", state)
     unmount_under(tmp)
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_quietly(tmp)

@@ -7,6 +7,7 @@ limits) come from the enclave config's ``registry`` table and may be narrowed by
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.actions import ActionContext, ActionRegistry
 from engine.errors import InvalidParams
 
+from .edge import typed_edge
 from .endpoints import open_source
+from .errors import PullDeadlineExceeded, RegistryInputError
 from .options import ClientOptions, RetryPolicy
 from .pull import pull_into
 from .reference import parse_reference
@@ -31,6 +34,12 @@ class PullParams(BaseModel):
     insecure_registries: list[str] = Field(default_factory=list)
     max_image_bytes: int | None = Field(default=None, gt=0)
     concurrency: int = Field(default=3, ge=1, le=16)
+    timeout_seconds: float = Field(
+        default=600.0, gt=0, le=86_400, description="deadline for the whole pull, retries included"
+    )
+    min_transfer_rate: int | None = Field(
+        default=None, ge=0, description="bytes/s each download must average over 30 s (default 4096; 0: off)"
+    )
 
 
 class LayerInfo(BaseModel):
@@ -85,7 +94,12 @@ def client_options(config: dict[str, Any], params: PullParams) -> ClientOptions:
         kwargs["max_image_bytes"] = min(params.max_image_bytes, kwargs.get("max_image_bytes", 1 << 62))
     if isinstance(reg.get("retry"), dict):
         kwargs["retry"] = RetryPolicy(**reg["retry"])
-    return ClientOptions(**kwargs)
+    kwargs["pull_timeout"] = params.timeout_seconds
+    if params.min_transfer_rate is not None:
+        kwargs["min_transfer_rate"] = params.min_transfer_rate
+    elif reg.get("min_transfer_rate") is not None:
+        kwargs["min_transfer_rate"] = reg["min_transfer_rate"]
+    return ClientOptions(**kwargs).with_deadline()
 
 
 async def pull_action(params: PullParams, ctx: ActionContext, idempotency_key: str) -> PullResult:
@@ -96,8 +110,19 @@ async def pull_action(params: PullParams, ctx: ActionContext, idempotency_key: s
     ref = parse_reference(params.image)
     options = client_options(ctx.session.config, params)
     source = open_source(ref, options)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, options.remaining() or 0.0)
     try:
-        pulled = await pull_into(source, ref, session_store(ctx.session), options, params.concurrency)
+        async with asyncio.timeout_at(deadline):
+            with typed_edge("registry.pull", RegistryInputError):
+                pulled = await pull_into(source, ref, session_store(ctx.session), options, params.concurrency)
+    except TimeoutError:
+        if loop.time() < deadline:
+            raise
+        raise PullDeadlineExceeded(
+            f"registry.pull took longer than its {params.timeout_seconds:g}s timeout_seconds; raise it for "
+            "a slow registry or a large image."
+        ) from None
     finally:
         await source.aclose()
     manifest = pulled.manifest

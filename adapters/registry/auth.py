@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import jsonload as bounded_json
 from .errors import Unauthorized
 
 MAX_AUTH_FILE = 1 << 20
@@ -69,7 +69,7 @@ def load_auth_file(path: Path, registry: str) -> Credentials | None:
             raise Unauthorized(
                 f"The auth file {path} is larger than 1 MiB; point --authfile at an auth.json."
             )
-        doc = json.loads(path.read_text())
+        doc = bounded_json.loads(path.read_text())
     except FileNotFoundError:
         raise Unauthorized(f"The auth file {path} does not exist; check --authfile.") from None
     except (OSError, ValueError):

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import io
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,11 +32,12 @@ from .errors import (
     RegistryTimeout,
     RegistryUnavailable,
     SizeMismatch,
+    TransferCancelled,
     Unauthorized,
 )
 from .media import Descriptor
 from .options import ClientOptions
-from .transport import RetryableFailure, _retry_after
+from .transport import RetryableFailure, _retry_after, tls_context
 
 MAX_REDIRECTS = 3
 
@@ -50,48 +52,70 @@ class BlobEndpoint:
     headers: dict[str, str] = field(repr=False, default_factory=dict)
 
     def ssl_context(self) -> ssl.SSLContext:
-        ca = self.options.ca_bundle
-        return ssl.create_default_context(cafile=str(ca)) if ca else ssl.create_default_context()
+        return tls_context(self.options.ca_bundle)
 
 
 def fetch_blob_blocking(
-    ep: BlobEndpoint, desc: Descriptor, dest: Path, progress: Callable[[int], None] | None = None
+    ep: BlobEndpoint,
+    desc: Descriptor,
+    dest: Path,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Download ``desc`` to ``dest`` (verified); retries transient failures per the policy."""
+    """Download ``desc`` to ``dest`` (verified); retries transient failures per the policy.
+
+    Setting ``stop`` ends the download at its next read (and any backoff wait at once).
+    """
     policy = ep.options.retry
     for attempt in range(1, policy.attempts + 1):
+        ep.options.check_deadline()
         try:
-            _fetch_once(ep, desc, dest, progress)
+            _fetch_once(ep, desc, dest, progress, stop)
             return
         except (RegistryUnavailable, RegistryTimeout) as exc:
             if attempt == policy.attempts:
                 raise
-            time.sleep(policy.wait_after(attempt, exc, "the registry"))
+            wait = _bounded(policy.wait_after(attempt, exc, "the registry"), ep.options)
+            if stop is not None and stop.wait(wait):
+                raise TransferCancelled(f"The download of blob {desc.digest[:19]} was cancelled.") from None
+            if stop is None:
+                time.sleep(wait)
 
 
 def _connection(url: str, ep: BlobEndpoint) -> http.client.HTTPConnection:
     parts = urlsplit(url)
     host = parts.netloc
+    timeout = ep.options.io_timeout()
     if parts.scheme == "https":
-        return http.client.HTTPSConnection(host, timeout=ep.options.timeout, context=ep.ssl_context())
+        return http.client.HTTPSConnection(host, timeout=timeout, context=ep.ssl_context())
     if parts.scheme == "http" and ep.options.plain_http_allowed(host):
-        return http.client.HTTPConnection(host, timeout=ep.options.timeout)
+        return http.client.HTTPConnection(host, timeout=timeout)
     raise InsecureRegistryRefused(
         f"A blob URL on {host[:80]} is not HTTPS; list it with --insecure-registry."
     )
 
 
 def _fetch_once(
-    ep: BlobEndpoint, desc: Descriptor, dest: Path, progress: Callable[[int], None] | None
+    ep: BlobEndpoint,
+    desc: Descriptor,
+    dest: Path,
+    progress: Callable[[int], None] | None,
+    stop: threading.Event | None,
 ) -> None:
     # The stream verifies the digest at EOF (before the writer commits), so the writer only counts.
-    with open_blob_stream(ep, desc) as stream, verified_blob(dest, desc, hash_here=False) as writer:
+    with open_blob_stream(ep, desc, stop) as stream, verified_blob(dest, desc, hash_here=False) as writer:
         buf = bytearray(ep.options.chunk_size)
         view = memoryview(buf)
         while n := stream.readinto(view):
             writer.write(view[:n])
             if progress:
                 progress(n)
+
+
+def _bounded(wait: float, options: ClientOptions) -> float:
+    """A backoff wait that does not sleep past the pull's deadline."""
+    left = options.remaining()
+    return wait if left is None else max(0.0, min(wait, left))
 
 
 @contextlib.contextmanager
@@ -108,7 +132,9 @@ def _mapped_errors(desc: Descriptor) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]:
+def open_blob_stream(
+    ep: BlobEndpoint, desc: Descriptor, stop: threading.Event | None = None
+) -> Iterator[BlobStream]:
     """A readable stream of the blob's bytes that checks size and digest when it reaches the end.
 
     The last ``read`` raises ``DigestMismatch``/``SizeMismatch`` instead of returning EOF if the bytes
@@ -118,6 +144,7 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
     url = f"{ep.base_url}/v2/{ep.repo}/blobs/{desc.digest}"
     origin = urlsplit(url).netloc
     for _ in range(MAX_REDIRECTS + 1):
+        ep.options.check_deadline()
         headers = dict(ep.headers) if urlsplit(url).netloc == origin else {}
         conn = _connection(url, ep)
         try:
@@ -129,7 +156,7 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
                 url = urljoin(url, resp.getheader("Location", ""))
                 continue
             _check_status(resp, desc, ep)
-            yield BlobStream(resp, desc)
+            yield BlobStream(resp, desc, ep.options, stop)
             return
         finally:
             conn.close()
@@ -137,24 +164,43 @@ def open_blob_stream(ep: BlobEndpoint, desc: Descriptor) -> Iterator[BlobStream]
 
 
 class BlobStream(io.RawIOBase):
-    """The body of one blob response, hashed and size-checked; verified when EOF is reached."""
+    """The body of one blob response, hashed and size-checked; verified when EOF is reached.
 
-    def __init__(self, resp: http.client.HTTPResponse, desc: Descriptor) -> None:
+    Each read takes what one ``recv`` returns (``read1``), so the pull's deadline and the minimum
+    transfer rate are checked however slowly the registry sends: a buffered ``readinto`` would
+    block until a whole buffer had trickled in.
+    """
+
+    def __init__(
+        self,
+        resp: http.client.HTTPResponse,
+        desc: Descriptor,
+        options: ClientOptions | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         super().__init__()
+        self._stop = stop
         self._resp = resp
         self._desc = desc
+        self._options = options or ClientOptions()
         self._hash = hasher_for(desc.digest)
         self.seen = 0
         self.verified = False
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         with _mapped_errors(self._desc):
-            n = self._resp.readinto(buffer) if not self.verified else 0
+            data = self._resp.read1(len(buffer)) if not self.verified else b""
+            n = len(data)
             if n == 0 and self._resp.length:  # closed before Content-Length: a network fault
                 raise http.client.IncompleteRead(b"", self._resp.length)
+        if n:
+            memoryview(buffer).cast("B")[:n] = data
+        self._pace(n)
         if n:
             self.seen += n
             if self.seen > self._desc.size:
@@ -163,6 +209,23 @@ class BlobStream(io.RawIOBase):
             return n
         self._verify()
         return 0
+
+    def _pace(self, n: int) -> None:
+        """Cancellation, deadline and minimum rate (bytes per ``rate_window``), after every read."""
+        if self._stop is not None and self._stop.is_set():
+            raise TransferCancelled(f"The download of blob {self._desc.digest[:19]} was cancelled.")
+        self._options.check_deadline()
+        self._window_bytes += n
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed < self._options.rate_window:
+            return
+        if self._window_bytes < self._options.min_transfer_rate * elapsed:
+            raise RegistryTimeout(
+                f"The registry sent blob {self._desc.digest[:19]} at {self._window_bytes / elapsed:.0f} B/s, "
+                f"below the {self._options.min_transfer_rate} B/s minimum."
+            )
+        self._window_start, self._window_bytes = now, 0
 
     def _verify(self) -> None:
         if self.verified:

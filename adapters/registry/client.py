@@ -27,6 +27,7 @@ from .errors import (
 )
 from .media import ACCEPT, Descriptor, media_type_of
 from .options import ClientOptions
+from .stoppable import run_stoppable
 from .transport import RegistryTransport
 
 ProgressFn = Callable[[int], None]
@@ -138,7 +139,8 @@ class RegistryClient:
         """Stream a blob to ``dest``; verified size and digest, else nothing is left at ``dest``."""
         if self._fast_blobs:
             endpoint = await self.blob_endpoint(repo, desc.digest)
-            await asyncio.to_thread(fetch_blob_blocking, endpoint, desc, dest, progress)
+            # Stoppable: a cancelled pull ends this download before it cleans up (no stray .part).
+            await run_stoppable(lambda stop: fetch_blob_blocking(endpoint, desc, dest, progress, stop))
             return
         await self._t.retry(lambda: self._fetch_blob_once(repo, desc, dest, progress))
 
@@ -274,6 +276,13 @@ def _check_manifest_digest(raw: bytes, reference: str, header: str | None) -> st
     actual = digest_of(raw)
     expected = reference if reference.startswith(("sha256:", "sha512:")) else header
     if expected:
+        try:
+            parse_digest(expected)
+        except ValueError:
+            raise RegistryProtocolError(
+                "The registry sent a malformed manifest digest (reference or Docker-Content-Digest); "
+                "check the registry."
+            ) from None
         algo = expected.split(":", 1)[0]
         computed = actual if algo == "sha256" else digest_of(raw, algo)
         if not hmac.compare_digest(computed.encode(), expected.encode()):

@@ -10,12 +10,12 @@ import hashlib
 import hmac
 import re
 
-_DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 
 
 def parse_digest(digest: object) -> tuple[str, str]:
     """Split ``algo:hex``; raises ``ValueError`` for anything but lower-case sha256/sha512."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ValueError("not a sha256/sha512 digest")
     algo, _, hexpart = digest.partition(":")
     return algo, hexpart

@@ -7,6 +7,7 @@ credentials, tokens or blob contents.
 
 from __future__ import annotations
 
+from engine.errors import Cancelled as _EngineCancelled
 from engine.errors import PermanentError, TransientError
 from engine.errors import Timeout as _EngineTimeout
 
@@ -81,6 +82,21 @@ class RegistryUnavailable(TransientError):
 
 class RegistryTimeout(_EngineTimeout):
     """The registry did not answer within the configured timeout."""
+
+
+class PullDeadlineExceeded(_EngineTimeout):
+    """The whole pull ran past its deadline (``--timeout`` / ``timeout_seconds``); never retried inside
+    the pull itself - a workflow retry starts a fresh pull with a fresh deadline."""
+
+    retryable_here = False
+
+
+class TransferCancelled(_EngineCancelled):
+    """A download stopped because its pull was cancelled (Ctrl-C, SIGTERM, a failed sibling)."""
+
+
+class RegistryInputError(RegistryError):
+    """The registry's answers or the local blob store failed in a way no more precise check names."""
 
 
 class TlsVerificationFailed(RegistryError):

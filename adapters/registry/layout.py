@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from . import jsonload as bounded_json
 from .blobio import verified_blob
 from .client import ProgressFn, RawManifest
 from .digest import digest_of, parse_digest
@@ -57,7 +58,7 @@ class OciLayout:
             raw = (self.path / "index.json").read_bytes()
             if len(raw) > self.max_manifest_bytes:
                 raise ManifestTooLarge(f"{self.path}/index.json is over the manifest size limit.")
-            doc = json.loads(raw)
+            doc = bounded_json.loads(raw)
         except (OSError, ValueError):
             raise LayoutError(f"{self.path}/index.json is missing or not JSON.") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):

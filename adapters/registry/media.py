@@ -7,10 +7,10 @@ shapes they get.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsonload as bounded_json
 from .digest import parse_digest
 from .errors import InvalidManifest, PlatformNotFound, UnsupportedMediaType
 
@@ -104,7 +104,7 @@ class Index:
 
 def _load(raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
+        doc = bounded_json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidManifest("The manifest is not valid JSON; the registry or layout is corrupt.") from None
     if not isinstance(doc, dict):

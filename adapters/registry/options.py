@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +62,17 @@ class ClientOptions:
 
     timeout: float = 30.0
     """Seconds to wait for connect / each read / each write."""
+    pull_timeout: float = 600.0
+    """Seconds a whole pull may take, retries included (the per-read ``timeout`` alone lets a
+    registry that trickles a byte every few seconds hold a pull forever)."""
+    min_transfer_rate: int = 4096
+    """Bytes/s a blob download must average over each ``rate_window``; slower restarts it (0: off)."""
+    rate_window: float = 30.0
+    deadline: float | None = None
+    """``time.monotonic()`` by which the current pull must end; set by ``with_deadline()``."""
     ca_bundle: Path | None = None
-    """Extra PEM CA bundle trusted for TLS (in addition to nothing else when given)."""
+    """Extra PEM CA bundle trusted for TLS, in addition to the system's CAs (as containers' certs.d:
+    a registry with a private CA can still redirect blob downloads to a public CDN)."""
     insecure_registries: tuple[str, ...] = ()
     """``host[:port]`` entries allowed over plain HTTP (loopback hosts always are)."""
     auth_file: Path | None = None
@@ -81,6 +92,34 @@ class ClientOptions:
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.max_manifest_bytes <= 0 or self.max_image_bytes <= 0:
             raise ValueError("timeouts and limits must be positive")
+        if self.pull_timeout <= 0 or self.min_transfer_rate < 0 or self.rate_window <= 0:
+            raise ValueError("the pull timeout and rate window must be positive, the minimum rate >= 0")
+
+    def with_deadline(self) -> ClientOptions:
+        """These options with the pull's deadline fixed from now (an existing deadline is kept)."""
+        if self.deadline is not None:
+            return self
+        return dataclasses.replace(self, deadline=time.monotonic() + self.pull_timeout)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline set)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def io_timeout(self) -> float:
+        """The per-operation timeout, shortened so no single wait outlasts the deadline."""
+        left = self.remaining()
+        return self.timeout if left is None else max(0.05, min(self.timeout, left))
+
+    def check_deadline(self) -> None:
+        """Raise ``PullDeadlineExceeded`` once the deadline has passed."""
+        left = self.remaining()
+        if left is not None and left <= 0:
+            from .errors import PullDeadlineExceeded
+
+            raise PullDeadlineExceeded(
+                f"The pull took longer than its {self.pull_timeout:g}s limit; raise --timeout for a "
+                "slow registry or a large image."
+            )
 
     def plain_http_allowed(self, host: str) -> bool:
         """Docker's convention: loopback registries and listed insecure registries may use HTTP."""

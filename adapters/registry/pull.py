@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import jsonload as bounded_json
 from .client import RawManifest
 from .digest import parse_digest
 from .endpoints import ImageSource
@@ -138,7 +138,7 @@ async def _fetch(
 def load_config(store: OciLayout, manifest: Manifest) -> dict[str, Any]:
     """The image config JSON, checked for the fields unpacking relies on (diff_ids per layer)."""
     try:
-        config = json.loads(store.blob_path(manifest.config.digest).read_bytes())
+        config = bounded_json.loads(store.blob_path(manifest.config.digest).read_bytes())
     except (OSError, ValueError):
         raise InvalidManifest("The image config is not valid JSON.") from None
     rootfs = config.get("rootfs") if isinstance(config, dict) else None

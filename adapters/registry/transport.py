@@ -10,10 +10,12 @@ the configured credentials, and the request is sent again once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -50,7 +52,7 @@ class RegistryTransport:
         self.options = options
         verify: Any = True
         if options.ca_bundle is not None:
-            verify = ssl.create_default_context(cafile=str(options.ca_bundle))
+            verify = tls_context(options.ca_bundle)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(options.timeout),
             verify=verify,
@@ -80,12 +82,15 @@ class RegistryTransport:
         """Run ``op`` until it succeeds, raises a permanent error, or the policy gives up."""
         policy = self.options.retry
         for attempt in range(1, policy.attempts + 1):
+            self.options.check_deadline()
             try:
                 return await op()
             except (RegistryUnavailable, RegistryTimeout) as exc:
                 if attempt == policy.attempts:
                     raise
-                await asyncio.sleep(policy.wait_after(attempt, exc, self.host))
+                wait = policy.wait_after(attempt, exc, self.host)
+                left = self.options.remaining()
+                await asyncio.sleep(wait if left is None else max(0.0, min(wait, left)))
         raise AssertionError("unreachable")
 
     # ---------------------------------------------------------------- one attempt
@@ -243,6 +248,25 @@ class RegistryTransport:
             raise RegistryProtocolError(f"The token service of {self.host} sent no token.")
         self._tokens.put(realm, service, scope, token, expires_in)
         return token
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Verification context: the system's CAs, the CAs httpx trusts by default (certifi) and, when
+    given, the ``ca_bundle`` on top - added, never instead, so a registry with a private CA may still
+    redirect blob downloads to a CDN with a public certificate."""
+    context = ssl.create_default_context()
+    with contextlib.suppress(ImportError):
+        import certifi
+
+        context.load_verify_locations(cafile=certifi.where())
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError):
+            raise TlsVerificationFailed(
+                f"The CA bundle {ca_bundle} cannot be read as PEM certificates; check --ca-bundle."
+            ) from None
+    return context
 
 
 def _check_ping(resp: httpx.Response, host: str) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.registry import jsonload as bounded_json
+
 from ..errors import EncryptionInputMismatch
 from ._encrypt import Recipients, encrypt_layer_stream
 from ._mediatypes import is_encrypted
@@ -46,7 +48,7 @@ async def encrypt_image(src: str, dst: str, recipients: Recipients, options: Any
         work = Path(tmp)
         try:
             resolved = await resolve(source, src_ref, options)
-            doc = json.loads(resolved.raw.raw)
+            doc = bounded_json.loads(resolved.raw.raw)
             config = resolved.manifest.config
             await source.fetch_blob(config, work / "config")
             new_layers = []

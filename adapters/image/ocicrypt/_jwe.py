@@ -86,9 +86,9 @@ def jwe_decrypt(jwe_json: bytes, keys: Sequence[PrivateKey]) -> bytes:
         recipients = [{"header": obj.get("header"), "encrypted_key": obj.get("encrypted_key")}]
     if not isinstance(recipients, list) or not recipients:
         raise MalformedEncryptionAnnotation("the JWE has no recipients")
-    aad = str(protected_b64).encode("ascii")
+    aad = _ascii(protected_b64, "protected header")
     if obj.get("aad") is not None:
-        aad += b"." + str(obj["aad"]).encode("ascii")
+        aad += b"." + _ascii(obj["aad"], "aad")
     iv = b64url_decode(obj.get("iv"), "iv")
     ciphertext = b64url_decode(obj.get("ciphertext"), "ciphertext")
     tag = b64url_decode(obj.get("tag"), "tag")
@@ -209,15 +209,30 @@ def _cbc_tag(mac_key: bytes, digest: hashes.HashAlgorithm, aad: bytes, iv: bytes
     return h.finalize()[: len(mac_key)]
 
 
+def _ascii(value: Any, what: str) -> bytes:
+    """A JWE member that enters the AAD: base64url text, so ASCII (RFC 7516 section 7.2.1)."""
+    if not isinstance(value, str):
+        raise MalformedEncryptionAnnotation(f"the JWE {what} is not a string")
+    try:
+        return value.encode("ascii")
+    except UnicodeEncodeError:
+        raise MalformedEncryptionAnnotation(f"the JWE {what} is not base64url text") from None
+
+
 def _maybe_inflate(plain: bytes, zip_alg: Any) -> bytes:
     if zip_alg is None:
         return plain
     if zip_alg != "DEF":
         raise UnsupportedCipher(f"JWE compression {str(zip_alg)[:20]!r} is not supported")
     d = zlib.decompressobj(-15)
-    out = d.decompress(plain, _MAX_PLAINTEXT)
+    try:
+        out = d.decompress(plain, _MAX_PLAINTEXT)
+    except zlib.error:
+        raise MalformedEncryptionAnnotation("the JWE says zip=DEF but its plaintext is not deflate data") from None
     if d.unconsumed_tail:
         raise MalformedEncryptionAnnotation("the JWE plaintext inflates past the size limit")
+    if not d.eof:
+        raise MalformedEncryptionAnnotation("the JWE's deflate data is truncated")
     return out
 
 

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.registry import jsonload as bounded_json
+
 from ..errors import MalformedEncryptionAnnotation
 
 MAX_OPTIONS_BYTES = 64 * 1024
@@ -39,7 +41,7 @@ def parse_json_object(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_OPTIONS_BYTES:
         raise MalformedEncryptionAnnotation(f"{what} is larger than {MAX_OPTIONS_BYTES} bytes")
     try:
-        obj = json.loads(data)
+        obj = bounded_json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise MalformedEncryptionAnnotation(
             f"{what} is not valid JSON; the annotation is malformed"

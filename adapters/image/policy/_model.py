@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adapters.registry import jsonload as bounded_json
 
 from ..errors import PolicyInvalid
 from ._identity import SignedIdentity
@@ -126,32 +127,51 @@ class Policy(BaseModel):
     default: list[Requirement] = Field(min_length=1)
     transports: dict[str, dict[str, list[Requirement]]] = {}
 
+    @model_validator(mode="after")
+    def _no_empty_scope(self) -> Policy:
+        """An empty requirement list would accept anything: refused, as containers/image and image-rs do."""
+        for transport, scopes in self.transports.items():
+            for scope, requirements in scopes.items():
+                if not requirements:
+                    raise ValueError(
+                        f"the scope {scope[:200]!r} of transport {transport[:40]!r} has no requirements; "
+                        "list at least one (e.g. reject or signedBy)"
+                    )
+        return self
+
     @classmethod
     def parse(cls, source: str | Path | dict[str, Any]) -> Policy:
         """From a dict, a JSON string or a file path; PolicyInvalid with the first problem otherwise."""
+        origin = "the signature policy"
         if isinstance(source, dict):
             data = source
         else:
             text = str(source)
             if not text.lstrip().startswith("{"):
                 path = Path(text)
-                if not path.is_file():
-                    raise PolicyInvalid(f"policy file {path} does not exist")
+                try:
+                    is_file = path.is_file()
+                except OSError:  # e.g. a name longer than PATH_MAX
+                    is_file = False
+                if not is_file:
+                    raise PolicyInvalid(f"policy file {text[:200]} does not exist")
                 if path.stat().st_size > MAX_POLICY_BYTES:
                     raise PolicyInvalid(f"policy file {path} is larger than {MAX_POLICY_BYTES} bytes")
-                text = path.read_text()
+                origin = f"the signature policy {path}"
+                try:
+                    text = path.read_bytes().decode("utf-8")
+                except (OSError, UnicodeDecodeError):
+                    raise PolicyInvalid(f"{origin} cannot be read as UTF-8 text") from None
             try:
-                data = json.loads(text)
+                data = bounded_json.loads(text)
             except ValueError:
-                raise PolicyInvalid("the signature policy is not valid JSON") from None
+                raise PolicyInvalid(f"{origin} is not valid JSON (or nests too deeply)") from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(x) for x in err.get("loc", ()))
-            raise PolicyInvalid(
-                f"the signature policy is invalid at {loc or 'top level'}: {err['msg']}"
-            ) from None
+            raise PolicyInvalid(f"{origin} is invalid at {loc or 'top level'}: {err['msg']}") from None
 
 
 def _b64(value: str, what: str) -> bytes:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.registry import jsonload as bounded_json
+
 from ..errors import SignatureInvalid
 
 ATOMIC_TYPE = "atomic container signature"
@@ -30,7 +32,7 @@ def parse_payload(data: bytes, expected_type: str) -> SignedClaims:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise SignatureInvalid("the signature payload is larger than allowed")
     try:
-        obj: Any = json.loads(data)
+        obj: Any = bounded_json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise SignatureInvalid("the signature payload is not JSON") from None
     critical = obj.get("critical") if isinstance(obj, dict) else None

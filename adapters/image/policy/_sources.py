@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,8 @@ from urllib.parse import unquote, urlparse
 import httpx
 import yaml
 
+from adapters.registry import jsonload as bounded_json
+from adapters.registry.digest import parse_digest
 from engine.errors import PermanentError, TransientError
 
 from ..errors import PolicyInvalid, SignatureFetchFailed, SignatureInvalid
@@ -180,7 +181,7 @@ class CosignStore:
 
 def _signature_layers(raw: bytes) -> list[tuple[dict[str, Any], str]]:
     try:
-        manifest = json.loads(raw)
+        manifest = bounded_json.loads(raw)
         layers = manifest["layers"]
         assert isinstance(layers, list)
     except (ValueError, KeyError, TypeError, AssertionError):
@@ -193,8 +194,10 @@ def _signature_layers(raw: bytes) -> list[tuple[dict[str, Any], str]]:
         size = layer.get("size")
         if not isinstance(sig, str) or not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD_BYTES:
             raise SignatureInvalid("a cosign signature layer lacks its signature or has a bad size")
-        if not isinstance(layer.get("digest"), str):
-            raise SignatureInvalid("a cosign signature layer has no digest")
+        try:
+            parse_digest(layer.get("digest"))
+        except ValueError:
+            raise SignatureInvalid("a cosign signature layer has no digest or a malformed one") from None
         out.append((layer, sig))
     return out
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.registry.edge import typed_edge
 from engine.actions import ActionContext, ActionRegistry
 from engine.errors import InvalidParams
 
+from ..errors import SignatureInvalid
 from ._evaluate import PolicyVerdict, evaluate
 from ._sources import CosignStore, LookasideStore, SignatureSources
 
@@ -68,9 +70,10 @@ async def verify_action(params: VerifyParams, ctx: ActionContext, idempotency_ke
     if params.image.startswith("oci:") and not params.identity:
         raise InvalidParams("an oci: image needs params.identity (the docker reference the policy judges)")
     identity = params.identity or params.image
-    return await evaluate(
-        policy, identity, params.manifest_digest, _sources(params, config), index_digest=params.index_digest
-    )
+    with typed_edge("image.verify", SignatureInvalid):
+        return await evaluate(
+            policy, identity, params.manifest_digest, _sources(params, config), index_digest=params.index_digest
+        )
 
 
 def register(registry: ActionRegistry) -> None:

@@ -172,7 +172,7 @@ def test_overlay_and_copy_compose_the_same_tree(
     lowers = line.split("lowerdir=")[1].split(",")[0].split(":")
     assert len(lowers) == 4  # one lower dir per layer
     config = json.loads((layout / "blobs/sha256" / _config_digest(layout)).read_text())
-    diff_ids = [d.replace(":", "-") for d in config["rootfs"]["diff_ids"]]
+    diff_ids = [f"{i:04d}-{d.replace(':', '-')}" for i, d in enumerate(config["rootfs"]["diff_ids"])]
     assert [Path(p).name for p in lowers] == diff_ids[::-1]  # topmost layer first
 
     over_root, copy_root = over_dest / "rootfs", tmp_path / "copy" / "rootfs"
@@ -237,7 +237,7 @@ async def test_mount_action_records_the_mode(
     assert mounted["rootfs_mode"] == "overlay" and mounted["args"] == ["/bin/busybox", "sh"]
     assert is_mounted(bundles / "pod-ovl/rootfs")
     assert (bundles / "pod-ovl/rootfs/etc/hello").read_text() == "hello\n"
-    assert len(list((tmp_path / "enclave/layers").glob("sha256-*.overlay"))) == 4  # lowers kept, marked
+    assert len(list((tmp_path / "enclave/layers").glob("*-sha256-*.overlay"))) == 4  # lowers kept, marked
     # the converted lowers are never merge-copied into another bundle
     with pytest.raises(BundleError, match="overlay lower"):
         await registry.call(
@@ -288,7 +288,10 @@ async def test_missing_layer_dir_is_a_typed_mount_error(
     await registry.call("image.decrypt", {"manifest_digest": pulled["manifest_digest"]}, ctx, "k2")
     layers = tmp_path / "enclave/layers"
     config = json.loads((layout / "blobs/sha256" / _config_digest(layout)).read_text())
-    top = layers / config["rootfs"]["diff_ids"][-1].replace(":", "-")  # no whiteouts: reaches mount(2)
+    from adapters.image.pipeline import layer_dir
+
+    diff_ids = config["rootfs"]["diff_ids"]
+    top = layer_dir(layers, len(diff_ids) - 1, diff_ids[-1])  # no whiteouts: reaches mount(2)
     top.rename(layers / "moved-away")
     with pytest.raises(RootfsMountError, match="failed"):
         await registry.call(
@@ -335,10 +338,12 @@ def test_cli_refuses_an_unknown_rootfs_mode(layout: Path, tmp_path: Path) -> Non
 
 def _many_layers(layers: Path, count: int) -> list[str]:
     """``count`` one-file layer dirs in the unpacker's own format (dir + .json), bottom first."""
+    from adapters.image.pipeline import layer_dir
+
     diff_ids = []
     for i in range(count):
         diff_id = f"sha256:{i:064x}"
-        path = layers / diff_id.replace(":", "-")
+        path = layer_dir(layers, i, diff_id)
         path.mkdir(parents=True)
         (path / f"f{i}").write_bytes(b"%d" % i)
         meta = {"entries": 1, "whiteouts": [], "opaque_dirs": [], "lower_links": []}

@@ -170,9 +170,29 @@ def test_user_names_are_not_read_through_a_symlinked_etc(tmp_path: Path) -> None
     [
         ({"os": "windows", "config": {"Cmd": ["x"]}}, "only linux"),
         ({"os": "linux", "config": {}}, "nothing to run"),
-        ({"os": "linux", "config": {"Cmd": "sh"}}, "not lists"),
+        ({"os": "linux", "config": {"Cmd": "sh"}}, "not a list"),
     ],
 )
 def test_runtime_config_refusals(tmp_path: Path, config: dict[str, Any], match: str) -> None:
     with pytest.raises(BundleError, match=match):
         runtime_config(config, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"Cmd": ["sh"], "Labels": ["a", "b"]}, "Labels"),
+        ({"Cmd": ["sh"], "Labels": {"a": ["b"]}}, "Labels"),
+        ({"Cmd": ["sh"], "Env": "PATH=/bin"}, "Env"),
+        ({"Cmd": ["sh"], "Volumes": ["/data"]}, "Volumes"),
+        ({"Cmd": ["sh", 1]}, "Cmd"),
+        ({"Cmd": ["sh"], "User": 0}, "User"),
+    ],
+)
+def test_config_fields_of_the_wrong_type_are_bundle_errors(
+    tmp_path: Path, config: dict[str, Any], match: str
+) -> None:
+    from adapters.image.bundle import runtime_config
+
+    with pytest.raises(BundleError, match=match):
+        runtime_config({"os": "linux", "config": config}, tmp_path)
