@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from adapters.attestation.kbs.http_proto import DEFAULT_KEEP_ALIVE_S, DEFAULT_MA
 from adapters.attestation.kbs.logtext import OneLineFormatter
 from adapters.attestation.kbs.server import build_asgi
 from adapters.attestation.kbs.sessions import SessionStore
-from adapters.attestation.protocol import InitData, b64url_encode, runtime_data_hash
+from adapters.attestation.protocol import InitData, b64url_encode, parse_resource_path, runtime_data_hash
 from adapters.kms import KmsSettings
 from adapters.tee.sim_evidence import make_sim_evidence
 
@@ -43,13 +44,17 @@ Headers = list[tuple[bytes, bytes]]
 @pytest.fixture()
 def kbs_app(tmp_path: Path) -> Iterator[tuple[Kbs, Any, Ed25519PrivateKey]]:
     """A KBS stack in process (SQLite, local KMS, a trusted sim platform key)."""
+    yield from _stack(tmp_path, str(tmp_path / "kbs.db"))
+
+
+def _stack(tmp_path: Path, db_url: str) -> Iterator[tuple[Kbs, Any, Ed25519PrivateKey]]:
     platform = Ed25519PrivateKey.generate()
     pub = tmp_path / "platform.pub"
     pub.write_bytes(
         platform.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     config = KbsConfig(
-        db_url=str(tmp_path / "kbs.db"),
+        db_url=db_url,
         kms=KmsSettings(master_key_file=tmp_path / "mk.json", create=True),
         insecure_admin=True,
         trusted_platform_keys=(pub,),
@@ -276,3 +281,50 @@ async def test_unexpected_error_is_logged_in_one_line_without_traceback(
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "RecursionError" in errors[0].getMessage()
 
+
+
+# -- item 17: on PostgreSQL the release's database and crypto work leave the event loop -------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_release_work_runs_off_the_event_loop_on_postgres(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = request.getfixturevalue("pg_url") if backend == "postgres" else str(tmp_path / "kbs.db")
+    stack = _stack(tmp_path, db)
+    kbs, app, platform = next(stack)
+    try:
+        kbs.resources.put(parse_resource_path("default/key/offload"), b"offloaded-value")
+        payload = base64.b64encode(json.dumps({"sim.launch_digest": [LAUNCH], "sim.svn": [1]}).encode()).decode()
+        kbs.rvps.register({"version": "0.1.0", "type": "sample", "payload": payload})
+        threads: dict[str, int] = {}
+        for name in ("auth", "attest", "release"):
+            original = getattr(kbs, name)
+
+            def record(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                threads[_name] = threading.get_ident()
+                return _original(*args)
+
+            setattr(kbs, name, record)
+        status, body, headers = await _call(app, "POST", "/kbs/v0/auth", [b'{"version":"0.4.0","tee":"sim"}'])
+        nonce = json.loads(body)["nonce"]
+        key = ec.generate_private_key(ec.SECP256R1())
+        evidence = make_sim_evidence(platform, LAUNCH, 1, False, runtime_data_hash(nonce, public_jwk(key))).to_json()
+        att = {
+            "init-data": None,
+            "runtime-data": {"nonce": nonce, "tee-pubkey": public_jwk(key)},
+            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+        }
+        cookie = [(b"cookie", headers[b"set-cookie"].split(b";")[0])]
+        status, body, _ = await _call(app, "POST", "/kbs/v0/attest", [json.dumps(att).encode()], cookie)
+        assert status == 200, body
+        status, body, _ = await _call(app, "GET", "/kbs/v0/resource/default/key/offload", headers=cookie)
+        assert status == 200 and open_(json.loads(body), key) == b"offloaded-value"
+        loop_thread = threading.get_ident()
+        assert set(threads) == {"auth", "attest", "release"}
+        if backend == "postgres":
+            assert loop_thread not in threads.values()
+        else:  # SQLite answers from a local file: a thread hop would cost more than the statement
+            assert set(threads.values()) == {loop_thread}
+    finally:
+        stack.close()
