@@ -72,6 +72,7 @@ OPEN_WARMUP_S = 1.0
 OPEN_MAX_INFLIGHT = 256
 OPEN_POOL = 32  # keep-alive connections opened before the run (more are opened when all are busy)
 RELEASE_TIMEOUT_S = 10.0
+POOL_IDLE_S = 3.0  # pooled connections idle longer are dropped: the KBS closes them after 5 s (keep-alive)
 
 
 # -- minimal HTTP/1.1 keep-alive client ------------------------------------------------------
@@ -291,7 +292,7 @@ async def _open_loop(
     """Start a release every ``1/rate`` s from ``start_at - OPEN_WARMUP_S`` to ``stop_at``; report the
     ones scheduled at or after ``start_at``."""
     platform_id = platform_id_of(platform.public_key())
-    idle = [await Conn.open(port) for _ in range(OPEN_POOL)]
+    idle = [(await Conn.open(port), time.monotonic()) for _ in range(OPEN_POOL)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
     inflight = 0
@@ -304,14 +305,22 @@ async def _open_loop(
 
     async def one(scheduled: float) -> None:
         nonlocal inflight
-        conn = idle.pop() if idle else await Conn.open(port)
+        conn = None
+        while idle and conn is None:  # the most recently used first; stale ones are dropped, as HTTP clients do
+            conn, used = idle.pop()
+            if time.monotonic() - used > POOL_IDLE_S:
+                conn.close()
+                conn = None
         try:
+            if conn is None:
+                conn = await Conn.open(port)
             await asyncio.wait_for(checked_release(conn, platform, platform_id, value), RELEASE_TIMEOUT_S)
         except (TimeoutError, ReleaseFailed, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             error(str(exc) if isinstance(exc, ReleaseFailed) else type(exc).__name__, scheduled)
-            conn.close()
+            if conn is not None:
+                conn.close()
         else:
-            idle.append(conn)
+            idle.append((conn, time.monotonic()))
             if scheduled >= start_at:
                 latencies.append(time.monotonic() - scheduled)
         finally:
@@ -335,7 +344,7 @@ async def _open_loop(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
-    for conn in idle:
+    for conn, _ in idle:
         conn.close()
     offered = sum(1 for i in range(n) if first + i / rate >= start_at)
     return {"latencies": latencies, "errors": errors, "offered": offered}
@@ -395,7 +404,7 @@ def open_loop(
     def pct(q: float) -> float | None:
         if not latencies:
             return None
-        return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000, 1)
+        return round(float(latencies[min(len(latencies) - 1, int(len(latencies) * q))]) * 1000, 1)
 
     return {
         "offered_per_s": rate,
