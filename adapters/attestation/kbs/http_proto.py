@@ -131,6 +131,8 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()  # uvicorn creates protocols inside its running loop
+        self._started = 0.0  # loop time of the current request's first byte
         self._head = bytearray()  # the current request's head so far (bounded by the limit)
         self._in_head = False
         self._body_left = 0
@@ -153,9 +155,8 @@ class ConnectionGuard(asyncio.Protocol):
             )
             transport.close()
             return
-        loop = asyncio.get_running_loop()
         self._inner = self._shared.inner(**self._kwargs)
-        self._inner.connection_made(_GatheringTransport(transport, loop, self._wrote))  # type: ignore[arg-type]
+        self._inner.connection_made(_GatheringTransport(transport, self._loop, self._wrote))  # type: ignore[arg-type]
         self._arm(self._limits.keep_alive_s)
 
     def data_received(self, data: bytes) -> None:
@@ -208,7 +209,9 @@ class ConnectionGuard(asyncio.Protocol):
                 if pos == size:
                     break
                 self._in_head = True
-                self._arm(self._limits.read_timeout_s)
+                self._started = self._loop.time()
+                if self._timer is not None:  # the idle timer of a new connection
+                    self._disarm()
             limit = self._limits.max_header_bytes
             chunk = data[pos : pos + limit - len(self._head) + 1]  # one byte over the limit at most
             before = len(self._head)
@@ -232,6 +235,10 @@ class ConnectionGuard(asyncio.Protocol):
                 self._body_left = length
             else:
                 self._request_received()
+        if self._timer is None and (self._in_head or self._body_left or self._chunk is not None):
+            # A request is partly here: the rest must come within the read timeout of its first
+            # byte. (A request that arrives whole - the usual case - never sets a timer.)
+            self._arm(self._started + self._limits.read_timeout_s - self._loop.time())
         return True
 
     def _track_chunked(self, data: bytes, pos: int) -> int:
@@ -286,21 +293,21 @@ class ConnectionGuard(asyncio.Protocol):
     def _framing(head: bytes) -> int | None:
         """The body length a head announces: ``Content-Length`` (0 if absent or unreadable - the
         parser then refuses the request itself), ``None`` for a chunked body."""
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"transfer-encoding":
-                return None
-            if name == b"content-length":
-                value = value.strip()
-                length = int(value) if value.isdigit() and len(value) < 19 else 0
-        return length
+        low = head.lower()
+        if b"\ntransfer-encoding:" in low:
+            return None
+        start = low.find(b"\ncontent-length:")
+        if start < 0:
+            return 0
+        start += len(b"\ncontent-length:")
+        value = low[start : low.find(b"\n", start)].strip()
+        return int(value) if value.isdigit() and len(value) < 19 else 0
 
     def _request_received(self) -> None:
         """A whole request is in: its time is now the app's; no read deadline until the next one."""
         self._awaiting_response = True
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
 
     def _wrote(self) -> None:
         self._awaiting_response = False
@@ -316,7 +323,7 @@ class ConnectionGuard(asyncio.Protocol):
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+        self._timer = self._loop.call_later(max(0.0, seconds), self._timed_out)
 
     def _disarm(self) -> None:
         if self._timer is not None:
