@@ -2,7 +2,9 @@
 
 ``seal`` (KBS side) encrypts a resource to the TEE public key from the attestation token;
 ``open_`` (client side) decrypts it with the TEE private key. Flattened JSON serialization, A256GCM
-content encryption, key management RSA-OAEP-256 (RSA1_5 accepted) or ECDH-ES+A256KW (P-256/P-521).
+content encryption, key management RSA-OAEP-256 or ECDH-ES+A256KW (P-256/P-521). RSA1_5 (PKCS#1
+v1.5, which trustee still accepts) is refused both ways: its decryption is a padding-oracle surface.
+TEE keys are validated before use: EC points on their curve, RSA at least 2048 bits with e = 65537.
 
 The protected header is emitted byte-exactly as trustee does (``alg``, ``enc``, then the remaining
 fields sorted, nested objects sorted, compact) because Rust clients re-serialize the header to build
@@ -32,6 +34,7 @@ ALG_ECDH = "ECDH-ES+A256KW"
 ALG_RSA_OAEP = "RSA-OAEP-256"
 ALG_RSA_15 = "RSA1_5"
 MAX_JWE_FIELD = 8 * 1024 * 1024
+RSA_EXPONENT = 65537
 
 _CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
     "P-256": (ec.SECP256R1(), 32),
@@ -77,13 +80,17 @@ def public_jwk(key: PublicKey | PrivateKey, alg: str | None = None) -> dict[str,
 def parse_tee_pubkey(jwk: dict[str, Any] | EcJwk | RsaJwk) -> EcJwk | RsaJwk:
     """Validate a ``tee-pubkey`` JWK (type, alg, coordinate lengths) into its model."""
     if isinstance(jwk, EcJwk | RsaJwk):
-        return jwk
-    try:
-        return _PUBKEY.validate_python(jwk)
-    except ValidationError as exc:
-        raise InvalidTeePubKey(
-            "TEE public key JWK is malformed; send an EC P-256 (ECDH-ES+A256KW) or RSA (RSA-OAEP-256) JWK."
-        ) from exc
+        model = jwk
+    else:
+        try:
+            model = _PUBKEY.validate_python(jwk)
+        except ValidationError as exc:
+            raise InvalidTeePubKey(
+                "TEE public key JWK is malformed; send an EC P-256 (ECDH-ES+A256KW) or RSA (RSA-OAEP-256) JWK."
+            ) from exc
+    if isinstance(model, RsaJwk) and model.alg != ALG_RSA_OAEP:
+        raise InvalidTeePubKey(f"TEE key algorithm {model.alg} is refused (padding oracle); use {ALG_RSA_OAEP}.")
+    return model
 
 
 def load_public_key(jwk: dict[str, Any] | EcJwk | RsaJwk) -> PublicKey:
@@ -98,6 +105,8 @@ def load_public_key(jwk: dict[str, Any] | EcJwk | RsaJwk) -> PublicKey:
         e = int.from_bytes(b64url_decode(model.e), "big")
         if n.bit_length() < 2048:
             raise InvalidTeePubKey("RSA TEE key is shorter than 2048 bits; use RSA-2048 or EC P-256.")
+        if e != RSA_EXPONENT:
+            raise InvalidTeePubKey(f"RSA TEE key exponent must be {RSA_EXPONENT}; regenerate the key pair.")
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as exc:
         raise InvalidTeePubKey(
@@ -145,11 +154,9 @@ def seal(plaintext: bytes, tee_pubkey_jwk: dict[str, Any] | EcJwk | RsaJwk) -> d
     if isinstance(pub, ec.EllipticCurvePublicKey):
         encrypted_key, epk = _ec_wrap(cek, pub)
         header = protected_header_json(ALG_ECDH, ENC, epk=epk)
-    else:
-        alg = model.alg
-        pad = _OAEP if alg == ALG_RSA_OAEP else padding.PKCS1v15()
-        encrypted_key = pub.encrypt(cek, pad)
-        header = protected_header_json(alg, ENC)
+    else:  # RSA-OAEP-256: parse_tee_pubkey refused every other RSA algorithm
+        encrypted_key = pub.encrypt(cek, _OAEP)
+        header = protected_header_json(ALG_RSA_OAEP, ENC)
     protected = b64url_encode(header.encode())
     iv = os.urandom(12)
     sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
@@ -189,7 +196,7 @@ def _unwrap_cek(header: dict[str, Any], encrypted_key: bytes, key: PrivateKey) -
     if alg == ALG_RSA_OAEP:
         return key.decrypt(encrypted_key, _OAEP)
     if alg == ALG_RSA_15:
-        return key.decrypt(encrypted_key, padding.PKCS1v15())
+        raise JweError(f"JWE alg {ALG_RSA_15} is refused (padding oracle); the KBS must use {ALG_RSA_OAEP}.")
     raise JweError(f"JWE alg {str(alg)[:32]!r} does not match the RSA TEE key.")
 
 

@@ -40,7 +40,7 @@ KNOWN_TEES: tuple[str, ...] = (
 """kbs-types' TEE enum plus our own ``sim`` (simulated TEE with a signed report)."""
 
 _MAX_STR = 16 * 1024
-_B64URL = re.compile(r"^[A-Za-z0-9_\-]*={0,2}$")
+_B64URL = re.compile(r"[A-Za-z0-9_\-]*={0,2}")  # used with fullmatch: ``$`` would accept a final newline
 
 
 _STD_TO_URL = bytes.maketrans(b"+/", b"-_")
@@ -56,7 +56,7 @@ _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 
 def b64url_decode(text: str) -> bytes:
     """Decode URL-safe base64 with or without padding; ``ValueError`` on anything else."""
-    if not isinstance(text, str) or not _B64URL.match(text):
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
         raise ValueError("not base64url")
     # The alphabet is checked above, so binascii (strict) sees only base64 characters.
     data = text.rstrip("=").encode("ascii").translate(_URL_TO_STD)
@@ -288,7 +288,7 @@ def select_hash_algorithm(challenge_extra_params: Any) -> str:
 # ----------------------------------------------------------------------------------------------
 # Resource URIs and paths (§2, §1.9)
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_\-]+[A-Za-z0-9_\-\.]*$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+[A-Za-z0-9_\-\.]*")  # fullmatch: ``$`` accepts a final newline
 MAX_SEGMENT_LEN = 128
 
 
@@ -326,7 +326,7 @@ def parse_resource_path(path: str) -> ResourcePath:
             f"resource path must have exactly 3 segments (repo/type/tag), got {len(segs)}."
         )
     for seg in segs:
-        if not _SEGMENT.match(seg) or ".." in seg or len(seg) > MAX_SEGMENT_LEN:
+        if not _SEGMENT.fullmatch(seg) or ".." in seg or len(seg) > MAX_SEGMENT_LEN:
             raise InvalidResourcePath(
                 "resource path segment is invalid; use letters, digits, '_', '-', '.' (not first, no '..')."
             )

@@ -1,4 +1,15 @@
-"""KBS benchmark: complete key releases per second and latency against one KBS process.
+"""KBS benchmark: key releases against one KBS process, open loop (fixed offered rates) and closed loop.
+
+Open loop (how users meet the KBS - releases arrive at their own pace, not when the last one ended):
+fixed rates of 100, 300 and 600 releases/s for 20 s each, then 60 s at 300/s to watch the SQLite
+WAL. A release's latency runs from its *scheduled* start (so a stalled server is not hidden by a
+client that waits for it) to the decrypted resource. Connections come from a keep-alive pool; at
+most ``OPEN_MAX_INFLIGHT`` releases are in flight, and a release that would exceed that bound, fails
+(non-200, wrong value, connection error) or takes over 10 s counts as an error. After each level:
+p50/p99, errors, and the WAL file's size (and the largest seen during the level, sampled twice a
+second). Target: p99 <= 50 ms at 300/s with no errors.
+
+Closed loop (below): throughput at 1, 10 and 50 clients that each start a release when the last ended.
 
 A release = ``POST /auth`` + ``POST /attest`` (sim TEE: Ed25519-signed quote) + ``GET /resource``
 (JWE, ECDH-ES+A256KW) + client-side decryption, each virtual client on its own keep-alive HTTP/1.1
@@ -54,6 +65,14 @@ DURATION_S = 5.0
 WARMUP_S = 1.0
 STARTUP_S = 1.0  # time for the load processes to start and connect before the warm-up
 PROCESSES = 1  # load-generator processes (each its own event loop); more only add CPU contention here
+OPEN_RATES = (100, 300, 600)
+OPEN_SECONDS = 20.0
+WAL_RATE, WAL_SECONDS = 300, 60.0
+OPEN_WARMUP_S = 1.0
+OPEN_MAX_INFLIGHT = 256
+OPEN_POOL = 32  # keep-alive connections opened before the run (more are opened when all are busy)
+RELEASE_TIMEOUT_S = 10.0
+POOL_IDLE_S = 3.0  # pooled connections idle longer are dropped: the KBS closes them after 5 s (keep-alive)
 
 
 # -- minimal HTTP/1.1 keep-alive client ------------------------------------------------------
@@ -235,6 +254,175 @@ def load(port: int, pid: int, clients: int, platform: Ed25519PrivateKey, value: 
     }
 
 
+# -- open loop -------------------------------------------------------------------------------
+
+
+class ReleaseFailed(Exception):
+    """A release that did not end in the resource (HTTP status, or a wrong value)."""
+
+
+async def checked_release(conn: Conn, platform: Ed25519PrivateKey, platform_id: str, value: bytes) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = public_jwk(key)
+    status, body, session = await conn.call(
+        "POST", "/kbs/v0/auth", b'{"version":"0.4.0","tee":"sim","extra-params":""}'
+    )
+    if status != 200:
+        raise ReleaseFailed(f"auth HTTP {status}")
+    nonce = json.loads(body)["nonce"]
+    evidence = quote(platform, platform_id, runtime_data_hash(nonce, jwk))
+    att = {
+        "init-data": None,
+        "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+    }
+    status, body, _ = await conn.call("POST", "/kbs/v0/attest", json.dumps(att).encode(), session)
+    if status != 200:
+        raise ReleaseFailed(f"attest HTTP {status}")
+    status, body, _ = await conn.call("GET", f"/kbs/v0/resource/{PATH}", cookie=session)
+    if status != 200:
+        raise ReleaseFailed(f"resource HTTP {status}")
+    if open_(json.loads(body), key) != value:
+        raise ReleaseFailed("wrong value")
+
+
+async def _open_loop(
+    port: int, rate: float, platform: Ed25519PrivateKey, value: bytes, start_at: float, stop_at: float
+) -> dict[str, Any]:
+    """Start a release every ``1/rate`` s from ``start_at - OPEN_WARMUP_S`` to ``stop_at``; report the
+    ones scheduled at or after ``start_at``."""
+    platform_id = platform_id_of(platform.public_key())
+    idle = [(await Conn.open(port), time.monotonic()) for _ in range(OPEN_POOL)]
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    inflight = 0
+    tasks: set[asyncio.Task[None]] = set()
+    gc.freeze()
+
+    def error(kind: str, scheduled: float) -> None:
+        if scheduled >= start_at:
+            errors[kind] = errors.get(kind, 0) + 1
+
+    async def one(scheduled: float) -> None:
+        nonlocal inflight
+        conn = None
+        while idle and conn is None:  # the most recently used first; stale ones are dropped, as HTTP clients do
+            conn, used = idle.pop()
+            if time.monotonic() - used > POOL_IDLE_S:
+                conn.close()
+                conn = None
+        try:
+            if conn is None:
+                conn = await Conn.open(port)
+            await asyncio.wait_for(checked_release(conn, platform, platform_id, value), RELEASE_TIMEOUT_S)
+        except (TimeoutError, ReleaseFailed, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            error(str(exc) if isinstance(exc, ReleaseFailed) else type(exc).__name__, scheduled)
+            if conn is not None:
+                conn.close()
+        else:
+            idle.append((conn, time.monotonic()))
+            if scheduled >= start_at:
+                latencies.append(time.monotonic() - scheduled)
+        finally:
+            inflight -= 1
+
+    n = 0
+    first = start_at - OPEN_WARMUP_S
+    while True:
+        scheduled = first + n / rate
+        if scheduled >= stop_at:
+            break
+        n += 1
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if inflight >= OPEN_MAX_INFLIGHT:
+            error("over the in-flight bound", scheduled)
+            continue
+        inflight += 1
+        task = asyncio.create_task(one(scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    for conn, _ in idle:
+        conn.close()
+    offered = sum(1 for i in range(n) if first + i / rate >= start_at)
+    return {"latencies": latencies, "errors": errors, "offered": offered}
+
+
+def _open_loop_main(argv: list[str]) -> None:
+    """Load generator process: ``--open-loop PORT RATE START_AT STOP_AT OUT`` (job on stdin)."""
+    port, rate, start_at, stop_at = int(argv[0]), float(argv[1]), float(argv[2]), float(argv[3])
+    job = json.loads(sys.stdin.read())
+    platform = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(job["platform"]))
+    run: Any = asyncio.run
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        run = uvloop.run
+    result = run(_open_loop(port, rate, platform, bytes.fromhex(job["value"]), start_at, stop_at))
+    Path(argv[4]).write_text(json.dumps(result))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def open_loop(
+    port: int, pid: int, rate: float, seconds: float, platform: Ed25519PrivateKey, value: bytes, wal: Path
+) -> dict[str, Any]:
+    """One offered rate for ``seconds``: latency from the scheduled start, errors, WAL size."""
+    start_at = time.monotonic() + STARTUP_S + OPEN_WARMUP_S
+    stop_at = start_at + seconds
+    job = json.dumps({"platform": platform.private_bytes_raw().hex(), "value": value.hex()})
+    with tempfile.TemporaryDirectory(prefix="bench-kbs-open-") as tmp:
+        out = Path(tmp) / "result.json"
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--open-loop", str(port), str(rate), repr(start_at), repr(stop_at), str(out)],
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdin is not None
+        child.stdin.write(job)
+        child.stdin.close()
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        server_cpu = _cpu_s(pid)
+        wal_max = 0
+        while time.monotonic() < stop_at:
+            wal_max = max(wal_max, _size(wal))
+            time.sleep(min(0.5, max(0.0, stop_at - time.monotonic())))
+        server_cpu = _cpu_s(pid) - server_cpu
+        if child.wait(timeout=120) != 0:
+            raise RuntimeError(f"open-loop load generator failed with exit code {child.returncode}")
+        result = json.loads(out.read_text())
+    latencies = sorted(result["latencies"])
+    errors = sum(result["errors"].values())
+
+    def pct(q: float) -> float | None:
+        if not latencies:
+            return None
+        return round(float(latencies[min(len(latencies) - 1, int(len(latencies) * q))]) * 1000, 1)
+
+    return {
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "offered": result["offered"],
+        "completed": len(latencies),
+        "completed_per_s": round(len(latencies) / seconds, 1),
+        "errors": errors,
+        "error_kinds": result["errors"],
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
+        "kbs_cpu_busy": round(server_cpu / seconds, 2),
+        "wal_bytes_after": _size(wal),
+        "wal_bytes_max": max(wal_max, _size(wal)),
+    }
+
+
 # -- the in-process bound --------------------------------------------------------------------
 
 
@@ -319,25 +507,35 @@ def main(out_dir: Path) -> dict[str, Any]:
                 headers=auth,
                 json={"version": "0.1.0", "type": "sample", "payload": payload},
             ).raise_for_status()
+            wal = tmp / "kbs.db-wal"
+            opened = [
+                open_loop(kbs.port, kbs.proc.pid, rate, OPEN_SECONDS, platform, value, wal) for rate in OPEN_RATES
+            ]
+            sustained = open_loop(kbs.port, kbs.proc.pid, WAL_RATE, WAL_SECONDS, platform, value, wal)
             runs = [load(kbs.port, kbs.proc.pid, level, platform, value) for level in LEVELS]
         finally:
             kbs.stop()
         bound = crypto_bound(platform, value)
     by = {r["clients"]: r for r in runs}
     rate = bound["releases_per_s"]
+    at = {r["offered_per_s"]: r for r in opened}
     return {
+        "open_loop": opened,
+        "open_loop_wal_60s": sustained,
         "http": runs,
         "bound_in_process": bound,
         "ratio_to_bound_at_10": round(by[10]["releases_per_s"] / rate, 3),
         "ratio_to_bound_at_50": round(by[50]["releases_per_s"] / rate, 3),
         "targets": {
+            "open loop p99_ms at 300/s <= 50, no errors": (at[300]["p99_ms"] or 1e9) <= 50 and at[300]["errors"] == 0,
             "releases_per_s_at_10 >= 250": by[10]["releases_per_s"] >= 250,
             "p99_ms_at_50 < 100": by[50]["p99_ms"] < 100,
             "ratio_to_bound_at_10 >= 0.40": by[10]["releases_per_s"] / rate >= 0.40,
         },
         "server": {
-            "http": "uvicorn + httptools (one write per response) + uvloop; release endpoints plain ASGI",
-            "db": "sqlite (WAL, background checkpoints)",
+            "http": "uvicorn + httptools behind the connection guard (one write per response) + uvloop; "
+            "release endpoints plain ASGI",
+            "db": "sqlite (WAL, background checkpoints, TRUNCATE when behind, journal_size_limit 4 MiB)",
             "kms": "local",
         },
     }
@@ -345,3 +543,5 @@ def main(out_dir: Path) -> dict[str, Any]:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     _worker_main(sys.argv[2:])
+if __name__ == "__main__" and sys.argv[1:2] == ["--open-loop"]:
+    _open_loop_main(sys.argv[2:])

@@ -7,11 +7,13 @@ for leaked secrets), waits for ``/healthz`` and returns a handle; ``stop()`` ter
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,29 +50,49 @@ class KbsProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def kbs_command(port: int, db_url: str, *extra: str) -> list[str]:
+def kbs_command(port: int, db_url: str | None, *extra: str) -> list[str]:
+    """``kbs serve`` on ``port``; ``db_url=None`` leaves ``--db`` to its default."""
     exe = str(ENCLAVEFLOW) if ENCLAVEFLOW.exists() else sys.executable
     base = [exe] if ENCLAVEFLOW.exists() else [exe, "-m", "engine.cli"]
-    return [*base, "kbs", "serve", "--listen", f"127.0.0.1:{port}", "--db", db_url, *extra]
+    db = ["--db", db_url] if db_url is not None else []
+    return [*base, "kbs", "serve", "--listen", f"127.0.0.1:{port}", *db, *extra]
+
+
+def _limit_files(nofile: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` lowering the child's descriptor limit (``ulimit -n``), or ``None``."""
+    if nofile is None:
+        return None
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return apply
 
 
 def start_kbs(
     workdir: Path,
-    db_url: str,
+    db_url: str | None,
     *extra: str,
     env: dict[str, str] | None = None,
     port: int | None = None,
     name: str = "kbs",
     timeout: float = 20.0,
+    nofile: int | None = None,
 ) -> KbsProcess:
-    """Start a KBS and wait until it answers ``/healthz``; raise with its log if it does not."""
+    """Start a KBS and wait until it answers ``/healthz``; raise with its log if it does not.
+    ``nofile``: the KBS's descriptor limit (``ulimit -n``)."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}-{port}.log"
     args = kbs_command(port, db_url, *extra)
     fh = log_path.open("ab")
     proc = subprocess.Popen(
-        args, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, **(env or {})}
+        args,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        preexec_fn=_limit_files(nofile),
     )
     fh.close()
     url = f"http://127.0.0.1:{port}"

@@ -2,12 +2,17 @@
 
 Endpoints (PROTOCOLS §1.1 plus documented extensions):
 
-* ``POST /kbs/v0/auth``, ``POST /kbs/v0/attest``, ``GET /kbs/v0/resource/R/T/T`` - RCAR + release
+* ``POST /kbs/v0/auth``, ``POST /kbs/v0/attest``, ``GET /kbs/v0/resource/R/T/T`` - RCAR + release,
+  served by ``fastpath.py`` (the only copy of those handlers) before this app sees the request
 * admin (Ed25519 bearer JWT): ``POST|DELETE /kbs/v0/resource/R/T/T`` (raw body),
   ``GET /kbs/v0/resources``, ``POST|GET /kbs/v0/reference-value``, ``GET /kbs/v0/reference-value/ID``,
   ``POST|GET /kbs/v0/attestation-policy``, ``POST|GET /kbs/v0/resource-policy``,
   ``POST /kbs/v0/keystore/rotate``
-* ``GET /.well-known/jwks.json`` (token verification keys), ``GET /healthz``, ``GET /metrics``
+* ``GET|HEAD /.well-known/jwks.json`` (token verification keys), ``GET|HEAD /healthz``,
+  ``GET|HEAD /metrics``
+
+Every route dispatches on its exact methods (``dispatch``); any other method is 405 with ``Allow``.
+Handlers do their database and KMS work in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import base64
 import binascii
 import json
 import logging
-from email.utils import formatdate
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -27,34 +32,20 @@ from starlette.routing import Route
 from adapters.kms import KmsError
 
 from ..errors import ProtocolError
-from ..protocol import SESSION_COOKIE, Attestation, ErrorInformation, Request, parse_resource_path
-from .bodies import LIMIT_ADMIN_JSON, LIMIT_ATTEST, LIMIT_AUTH, LIMIT_RESOURCE, read_body
+from ..protocol import ErrorInformation, parse_resource_path
+from .bodies import LIMIT_ADMIN_JSON, LIMIT_RESOURCE, parse_json, read_body
 from .core import Kbs
-from .errors import BadRequestBody, InvalidRequestPath, KbsError, KbsInternal, PluginNotFound, PolicyInvalid
+from .errors import InvalidRequestPath, KbsError, KbsInternal, MethodNotAllowed, PluginNotFound, PolicyInvalid
 
 log = logging.getLogger("enclaveflow.kbs")
+
+Handler = Callable[[HttpRequest], Awaitable[Response]]
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
 
 
 def _kbs(request: HttpRequest) -> Kbs:
     kbs: Kbs = request.app.state.kbs
     return kbs
-
-
-def _parse(model: type[BaseModel], body: bytes, what: str) -> Any:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise BadRequestBody(f"{what} body is not a valid {model.__name__} message.") from exc
-
-
-def _cookie(response: Response, session_id: str, expires_at: float) -> None:
-    # Trustee sets only the id and Expires (no Path/HttpOnly/Secure): PROTOCOLS §1.4.
-    response.raw_headers.append(
-        (
-            b"set-cookie",
-            f"{SESSION_COOKIE}={session_id}; Expires={formatdate(expires_at, usegmt=True)}".encode(),
-        )
-    )
 
 
 def _path(request: HttpRequest) -> Any:
@@ -64,66 +55,39 @@ def _path(request: HttpRequest) -> Any:
         raise InvalidRequestPath(exc.message) from exc
 
 
-def _bearer(request: HttpRequest) -> str | None:
-    value = request.headers.get("authorization")
-    return value[7:].strip() if value and value.startswith("Bearer ") else None
-
-
 def _admin(request: HttpRequest) -> None:
     _kbs(request).admin.check(request.headers.get("authorization"))
 
 
-def _b64url_policy(body: bytes) -> str:
-    """``{"policy": "<b64url(text)>"}`` (trustee's shape) -> policy text."""
+def _policy_upload(body: bytes) -> tuple[str, str]:
+    """``{"policy": "<b64url(text)>", "policy_id"?: ...}`` (trustee's shape) -> (text, policy id)."""
+    doc = parse_json(body, "policy body")
+    raw = doc.get("policy") if isinstance(doc, dict) else None
+    policy_id = doc.get("policy_id", "default") if isinstance(doc, dict) else None
+    if not isinstance(raw, str) or not isinstance(policy_id, str):
+        raise PolicyInvalid('policy body must be {"policy": "<b64url of the policy text>"}.')
     try:
-        doc = json.loads(body)
-        raw = doc["policy"]
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise PolicyInvalid('policy body must be {"policy": "<b64url of the policy text>"}.') from exc
-    return text
+    return text, policy_id
 
 
-# -- RCAR ------------------------------------------------------------------------------------
+# -- resources (admin side; GET is the release, served by ``fastpath.py``) -------------------
 
 
-async def auth(request: HttpRequest) -> Response:
-    kbs = _kbs(request)
-    req = _parse(Request, await read_body(request, LIMIT_AUTH), "auth")
-    session = kbs.auth(req)
-    response = JSONResponse(kbs.challenge(session))
-    _cookie(response, session.id, session.expires_at)
-    return response
-
-
-async def attest(request: HttpRequest) -> Response:
-    kbs = _kbs(request)
-    att = _parse(Attestation, await read_body(request, LIMIT_ATTEST), "attest")
-    session_id = request.cookies.get(SESSION_COOKIE)
-    try:
-        session = kbs.attest(session_id, att)
-    except KbsError:
-        request.app.state.metrics.inc("kbs_attestations_total", outcome="refused")
-        raise
-    request.app.state.metrics.inc("kbs_attestations_total", outcome="token")
-    response = JSONResponse({"token": session.token})
-    _cookie(response, session.id, session.expires_at)
-    return response
-
-
-async def resource(request: HttpRequest) -> Response:
-    kbs = _kbs(request)
-    path = _path(request)
-    if request.method == "GET":
-        token = kbs.token_for(request.cookies.get(SESSION_COOKIE), _bearer(request))
-        jwe = kbs.release(path, token)
-        request.app.state.metrics.inc("kbs_resource_releases_total")
-        return JSONResponse(jwe)
+async def resource_put(request: HttpRequest) -> Response:
     _admin(request)
-    if request.method == "POST":
-        kbs.put_resource(path, await read_body(request, LIMIT_RESOURCE))
-    else:
-        kbs.delete_resource(path)
+    path = _path(request)
+    value = await read_body(request, LIMIT_RESOURCE)
+    await run_in_threadpool(_kbs(request).put_resource, path, value)
+    return Response(status_code=200)
+
+
+async def resource_delete(request: HttpRequest) -> Response:
+    _admin(request)
+    path = _path(request)
+    await run_in_threadpool(_kbs(request).delete_resource, path)
     return Response(status_code=200)
 
 
@@ -132,49 +96,60 @@ async def resource(request: HttpRequest) -> Response:
 
 async def resources_list(request: HttpRequest) -> Response:
     _admin(request)
-    return JSONResponse(_kbs(request).resources.list())
+    return JSONResponse(await run_in_threadpool(_kbs(request).resources.list))
 
 
-async def reference_value(request: HttpRequest) -> Response:
+async def reference_value_register(request: HttpRequest) -> Response:
     _admin(request)
-    kbs = _kbs(request)
-    if request.method == "POST":
-        names = kbs.rvps.register(await read_body(request, LIMIT_ADMIN_JSON))
-        log.info("reference values registered: %s", ", ".join(names))
-        return JSONResponse({"registered": names})
-    name = request.path_params.get("name")
-    if name is None:
-        return JSONResponse(kbs.rvps.list())
-    return JSONResponse(kbs.rvps.query(name))
+    body = await read_body(request, LIMIT_ADMIN_JSON)
+    names = await run_in_threadpool(_kbs(request).rvps.register, body)
+    log.info("reference values registered: %s", ", ".join(names))
+    return JSONResponse({"registered": names})
 
 
-async def attestation_policy(request: HttpRequest) -> Response:
+async def reference_value_list(request: HttpRequest) -> Response:
     _admin(request)
-    store = _kbs(request).policies.attestation
-    if request.method == "POST":
-        body = await read_body(request, LIMIT_ADMIN_JSON)
-        policy_id = json.loads(body).get("policy_id", "default") if body.strip().startswith(b"{") else None
-        if policy_id != "default":
-            raise PolicyInvalid("only the attestation policy id 'default' is used by this KBS.")
-        store.set(_b64url_policy(body))
-        log.info("attestation policy 'default' replaced")
-        return Response(status_code=200)
-    return PlainTextResponse(store.text(), media_type="application/yaml")
+    return JSONResponse(await run_in_threadpool(_kbs(request).rvps.list))
 
 
-async def resource_policy(request: HttpRequest) -> Response:
+async def reference_value_query(request: HttpRequest) -> Response:
     _admin(request)
-    store = _kbs(request).policies.resource
-    if request.method == "POST":
-        store.set(_b64url_policy(await read_body(request, LIMIT_ADMIN_JSON)))
-        log.info("resource policy replaced")
-        return Response(status_code=200)
-    return PlainTextResponse(store.text(), media_type="application/yaml")
+    return JSONResponse(await run_in_threadpool(_kbs(request).rvps.query, request.path_params["name"]))
+
+
+async def attestation_policy_set(request: HttpRequest) -> Response:
+    _admin(request)
+    text, policy_id = _policy_upload(await read_body(request, LIMIT_ADMIN_JSON))
+    if policy_id != "default":
+        raise PolicyInvalid("only the attestation policy id 'default' is used by this KBS.")
+    await run_in_threadpool(_kbs(request).policies.attestation.set, text)
+    log.info("attestation policy 'default' replaced")
+    return Response(status_code=200)
+
+
+async def attestation_policy_get(request: HttpRequest) -> Response:
+    _admin(request)
+    text = await run_in_threadpool(_kbs(request).policies.attestation.text)
+    return PlainTextResponse(text, media_type="application/yaml")
+
+
+async def resource_policy_set(request: HttpRequest) -> Response:
+    _admin(request)
+    text, _ = _policy_upload(await read_body(request, LIMIT_ADMIN_JSON))
+    await run_in_threadpool(_kbs(request).policies.resource.set, text)
+    log.info("resource policy replaced")
+    return Response(status_code=200)
+
+
+async def resource_policy_get(request: HttpRequest) -> Response:
+    _admin(request)
+    text = await run_in_threadpool(_kbs(request).policies.resource.text)
+    return PlainTextResponse(text, media_type="application/yaml")
 
 
 async def keystore_rotate(request: HttpRequest) -> Response:
     _admin(request)
-    result = _kbs(request).resources.rotate()
+    result = await run_in_threadpool(_kbs(request).resources.rotate)
     log.info("KMS key rotated to %s, %d blobs re-wrapped", result["active_key_id"], result["rewrapped"])
     return JSONResponse(result)
 
@@ -203,8 +178,17 @@ def error_body(exc: KbsError) -> bytes:
     return json.dumps(ErrorInformation.of(exc.variant, exc.message).wire()).encode()
 
 
+def error_headers(exc: KbsError) -> list[tuple[bytes, bytes]]:
+    """Headers a refusal carries besides its body: ``Allow`` on a 405."""
+    if isinstance(exc, MethodNotAllowed):
+        return [(b"allow", ", ".join(exc.allow).encode())]
+    return []
+
+
 def error_response(exc: KbsError) -> Response:
-    return Response(error_body(exc), status_code=exc.status, media_type="application/json")
+    response = Response(error_body(exc), status_code=exc.status, media_type="application/json")
+    response.raw_headers.extend(error_headers(exc))
+    return response
 
 
 def as_kbs_error(exc: Exception) -> KbsError:
@@ -215,18 +199,49 @@ def as_kbs_error(exc: Exception) -> KbsError:
     return KbsInternal("internal error; see the KBS log.")
 
 
+class dispatch:  # noqa: N801 - used like a function in ROUTES
+    """One endpoint per route that picks its handler by the exact method: anything not listed is
+    405 with ``Allow``. It is a plain ASGI app, so Starlette hands it every method (a function
+    endpoint would get Starlette's own method check, which adds HEAD to every GET route).
+    ``served_elsewhere``: methods ``fastpath.py`` answers, named in ``Allow`` only."""
+
+    def __init__(self, handlers: dict[str, Handler], served_elsewhere: tuple[str, ...] = ()) -> None:
+        self.handlers = handlers
+        self.allow = tuple(sorted({*handlers, *served_elsewhere}))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = HttpRequest(scope, receive)
+        handler = self.handlers.get(request.method)
+        if handler is None:
+            raise MethodNotAllowed(self.allow)
+        response = await handler(request)
+        await response(scope, receive, send)
+
+
+def _read_only(handler: Handler) -> dict[str, Handler]:
+    """Public read-only endpoints (health, metrics, JWKS) also answer HEAD, for probes."""
+    return {"GET": handler, "HEAD": handler}
+
+
 ROUTES = [
-    Route("/kbs/v0/auth", auth, methods=["POST"]),
-    Route("/kbs/v0/attest", attest, methods=["POST"]),
-    Route("/kbs/v0/resource/{path:path}", resource, methods=["GET", "POST", "DELETE"]),
-    Route("/kbs/v0/resources", resources_list, methods=["GET"]),
-    Route("/kbs/v0/reference-value", reference_value, methods=["GET", "POST"]),
-    Route("/kbs/v0/reference-value/{name:path}", reference_value, methods=["GET"]),
-    Route("/kbs/v0/attestation-policy", attestation_policy, methods=["GET", "POST"]),
-    Route("/kbs/v0/resource-policy", resource_policy, methods=["GET", "POST"]),
-    Route("/kbs/v0/keystore/rotate", keystore_rotate, methods=["POST"]),
-    Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/kbs/v0/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
+    # GET is the key release, answered by fastpath.py before Starlette; POST/DELETE are admin.
+    Route(
+        "/kbs/v0/resource/{path:path}",
+        dispatch({"POST": resource_put, "DELETE": resource_delete}, served_elsewhere=("GET",)),
+    ),
+    Route("/kbs/v0/resources", dispatch({"GET": resources_list})),
+    Route("/kbs/v0/reference-value", dispatch({"GET": reference_value_list, "POST": reference_value_register})),
+    Route("/kbs/v0/reference-value/{name:path}", dispatch({"GET": reference_value_query})),
+    Route(
+        "/kbs/v0/attestation-policy",
+        dispatch({"GET": attestation_policy_get, "POST": attestation_policy_set}),
+    ),
+    Route("/kbs/v0/resource-policy", dispatch({"GET": resource_policy_get, "POST": resource_policy_set})),
+    Route("/kbs/v0/keystore/rotate", dispatch({"POST": keystore_rotate})),
+    Route("/.well-known/jwks.json", dispatch(_read_only(jwks))),
+    Route("/healthz", dispatch(_read_only(healthz))),
+    Route("/metrics", dispatch(_read_only(metrics))),
+    # Every method on any other path: no such plugin (trustee's catch-all). Paths the router cannot
+    # match at all (a percent-encoded newline) get the same answer from ``app.py``.
+    Route("/{rest:path}", dispatch({m: not_found for m in ANY_METHOD})),
 ]

@@ -7,6 +7,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,7 +15,7 @@ from adapters.kms import KmsError
 
 from .api import ROUTES, as_kbs_error, error_response
 from .core import Kbs
-from .errors import KbsError
+from .errors import KbsError, PluginNotFound
 from .metrics import Metrics
 
 log = logging.getLogger("enclaveflow.kbs")
@@ -34,8 +35,13 @@ def create_app(kbs: Kbs) -> Starlette:
         app.state.metrics.inc("kbs_errors_total", variant=err.variant)
         return error_response(err)
 
+    async def on_router_refusal(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404 (a path no route pattern matches, e.g. one with a newline in it).
+        return await on_kbs_error(request, PluginNotFound("no such KBS endpoint or plugin."))
+
     app.add_exception_handler(KbsError, on_kbs_error)
     app.add_exception_handler(KmsError, on_kbs_error)
+    app.add_exception_handler(HTTPException, on_router_refusal)
 
     return app
 

@@ -20,9 +20,16 @@ from engine.errors import UsageError
 
 from .cli_admin import KbsUrl, add_admin_commands
 
+# Literal copies of http_proto's defaults: importing it here would load uvicorn for every
+# ``enclaveflow --help`` (tests/unit/kbs check the two stay equal).
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_READ_TIMEOUT_S = 10.0
+DEFAULT_KEEP_ALIVE_S = 5.0
+
 HELP = (
     "Key broker service (trustee-compatible KBS): serve it, provision it, inspect tokens.\n\n"
-    "Example:\n\n  enclaveflow kbs admin-key init --out ./kbs-admin\n\n"
+    "Example (files under $ENCLAVEFLOW_HOME/kbs, created on first start):\n\n  enclaveflow kbs serve\n\n"
+    "Example (explicit):\n\n  enclaveflow kbs admin-key init --out ./kbs-admin\n\n"
     "  enclaveflow kbs serve --listen 127.0.0.1:8080 --db kbs.db --master-key-file mk.json "
     "--create-master-key --admin-public-key ./kbs-admin/admin.pub"
 )
@@ -51,7 +58,10 @@ def _listen(value: str) -> tuple[str, int]:
 @app.command()
 def serve(
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:8080",
-    db: Annotated[str, typer.Option(help="SQLite path or postgresql+psycopg:// URL.")] = "kbs.db",
+    db: Annotated[
+        str | None,
+        typer.Option(help="SQLite path or postgresql+psycopg:// URL. Default: $ENCLAVEFLOW_HOME/kbs/kbs.db."),
+    ] = None,
     allow_tee: Annotated[
         list[str] | None,
         typer.Option(
@@ -62,13 +72,20 @@ def serve(
         bool, typer.Option(help="Turn admin authentication OFF (local demos only).")
     ] = False,
     admin_public_key: Annotated[
-        list[Path] | None, typer.Option(help="Trusted admin Ed25519 public key PEM (repeat).")
+        list[Path] | None,
+        typer.Option(
+            help="Trusted admin Ed25519 public key PEM (repeat). Default: a key pair created in "
+            "$ENCLAVEFLOW_HOME/kbs/admin (the admin commands use its admin.key)."
+        ),
     ] = None,
     trusted_platform_key: Annotated[
         list[Path] | None, typer.Option(help="Trusted sim platform key PEM (repeat).")
     ] = None,
     kms: Annotated[str, typer.Option(help="Where resources are kept encrypted: local or pkcs11.")] = "local",
-    master_key_file: Annotated[Path | None, typer.Option(help="Local KMS keyring file (0600).")] = None,
+    master_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Local KMS keyring file (0600). Default: $ENCLAVEFLOW_HOME/kbs/master-key.json, created."),
+    ] = None,
     create_master_key: Annotated[bool, typer.Option(help="Create the keyring file if missing.")] = False,
     pkcs11_token: Annotated[str | None, typer.Option(help="PKCS#11 token label.")] = None,
     pkcs11_module: Annotated[
@@ -79,9 +96,25 @@ def serve(
     ] = None,
     session_timeout: Annotated[float, typer.Option(help="RCAR session lifetime in seconds.")] = 300.0,
     token_lifetime: Annotated[int, typer.Option(help="Attestation token lifetime in seconds.")] = 300,
+    max_header_bytes: Annotated[
+        int, typer.Option(help="Largest request head (request line + headers) in bytes; larger is 431.")
+    ] = DEFAULT_MAX_HEADER_BYTES,
+    read_timeout: Annotated[
+        float, typer.Option(help="Seconds a request (head and body) may take to arrive; slower is 408.")
+    ] = DEFAULT_READ_TIMEOUT_S,
+    keep_alive_timeout: Annotated[
+        float, typer.Option(help="Seconds an idle connection stays open (before and between requests).")
+    ] = DEFAULT_KEEP_ALIVE_S,
+    max_connections: Annotated[
+        int,
+        typer.Option(help="Open connections beyond which new ones get 503. 0: the descriptor limit less 64."),
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning.")] = "info",
 ) -> None:
     """Serve the KBS API (RCAR auth/attest, resources, admin, /metrics, /healthz).
+
+    With no flags it runs on files under $ENCLAVEFLOW_HOME/kbs (database, KMS keyring, admin key
+    pair), creating those that are missing; each flag given wins over its default.
 
     Example: enclaveflow kbs serve --listen 127.0.0.1:8080 --db kbs.db --master-key-file mk.json
     --create-master-key --admin-public-key admin.pub --trusted-platform-key platform.pub
@@ -89,39 +122,43 @@ def serve(
     from adapters.kms import KmsSettings
 
     from .config import DEFAULT_ALLOWED_TEES, KbsConfig
+    from .defaults import resolve
+    from .http_proto import HttpLimits
+    from .logtext import configure as configure_logging
     from .server import serve as run
 
     host, port = _listen(listen)
-    allow_tee, admin_public_key = allow_tee or [], admin_public_key or []
+    allow_tee = allow_tee or []
     trusted_platform_key = trusted_platform_key or []
-    if not insecure_admin and not admin_public_key:
-        raise UsageError(
-            "the KBS needs an admin public key",
-            hint="pass --admin-public-key (or --insecure-admin for demos)",
-        )
     if session_timeout <= 0 or token_lifetime <= 0:
         raise UsageError("--session-timeout and --token-lifetime must be positive")
-    logging.getLogger("enclaveflow.kbs").setLevel(getattr(logging, log_level.upper(), logging.INFO))
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if max_header_bytes < 1024 or read_timeout <= 0 or keep_alive_timeout <= 0 or max_connections < 0:
+        raise UsageError(
+            "--max-header-bytes must be >= 1024, the timeouts positive and --max-connections >= 0"
+        )
+    level = getattr(logging, log_level.upper(), logging.INFO)
+    configure_logging(level)
+    chosen = resolve(db, kms, master_key_file, create_master_key, admin_public_key or [], insecure_admin)
+    summary = chosen.summary()
+    if summary:
+        logging.getLogger("enclaveflow.kbs").info("%s", summary)
     config = KbsConfig(
-        db_url=db,
+        db_url=chosen.db,
         kms=KmsSettings(
             backend=kms,
-            master_key_file=master_key_file,
-            create=create_master_key,
+            master_key_file=chosen.master_key_file,
+            create=chosen.create_master_key,
             pkcs11_token=pkcs11_token,
             pkcs11_module=pkcs11_module,
             pkcs11_pin_file=pkcs11_pin_file,
         ),
         allow_tees=DEFAULT_ALLOWED_TEES | frozenset(allow_tee),
         insecure_admin=insecure_admin,
-        admin_public_keys=tuple(admin_public_key),
+        admin_public_keys=tuple(chosen.admin_public_keys),
         trusted_platform_keys=tuple(trusted_platform_key),
         session_timeout_s=session_timeout,
         token_lifetime_s=token_lifetime,
+        http=HttpLimits(max_header_bytes, read_timeout, keep_alive_timeout, max_connections),
     )
     run(config, host, port, log_level.lower())
 

@@ -24,7 +24,8 @@ AdminKey = Annotated[
     typer.Option(
         "--admin-key",
         envvar="ENCLAVEFLOW_KBS_ADMIN_KEY",
-        help="Admin Ed25519 private key (from 'kbs admin-key init'); omit only for --insecure-admin KBS.",
+        help="Admin Ed25519 private key (from 'kbs admin-key init'). Default: the one 'kbs serve' created "
+        "in $ENCLAVEFLOW_HOME/kbs/admin, if any.",
     ),
 ]
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -33,6 +34,12 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 def _client(url: str | None, key: Path | None) -> AdminClient:
     from .admin_client import AdminClient
 
+    if key is None:
+        # The key pair 'kbs serve' creates when started without --admin-public-key, if present.
+        from .defaults import default_admin_key
+
+        fallback = default_admin_key()
+        key = fallback if fallback.exists() else None
     return AdminClient(url or DEFAULT_URL, key)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from adapters.kms import KmsSettings
 
+from .http_proto import HttpLimits
 from .sessions import DEFAULT_TIMEOUT_S
 from .token import DEFAULT_LIFETIME_S
 
@@ -24,4 +25,5 @@ class KbsConfig:
     trusted_platform_keys: tuple[Path, ...] = ()
     session_timeout_s: float = DEFAULT_TIMEOUT_S
     token_lifetime_s: int = DEFAULT_LIFETIME_S
+    http: HttpLimits = field(default_factory=HttpLimits)
     extra: dict[str, str] = field(default_factory=dict)

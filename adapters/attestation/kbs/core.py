@@ -25,7 +25,7 @@ from ..protocol import Attestation, Request, ResourcePath, check_protocol_versio
 from .admin import AdminAuth, load_public_key
 from .attestation.rvps import Rvps
 from .attestation.service import AttestationService, status_of_claims, tee_of_claims, tee_pubkey_of_claims
-from .attestation.verifiers import SampleVerifier, SimVerifier
+from .attestation.verifiers import SampleVerifier, SimVerifier, Verifier
 from .config import KbsConfig
 from .db import open_engine
 from .errors import AttestationFailed, NonceInvalid, TokenInvalid, TokenNotFound
@@ -34,7 +34,7 @@ from .housekeeping import Housekeeper
 from .policies import PolicyStore
 from .policy import check_access
 from .resource import ResourceStore
-from .sessions import Session, SessionStore
+from .sessions import Session, SessionStore, nonce_key
 from .token import TokenBroker, load_or_create_key
 
 log = logging.getLogger("enclaveflow.kbs")
@@ -74,13 +74,22 @@ class Kbs:
         # One hot-path connection for sessions and resources: a connection's page cache stays valid
         # only while no *other* connection writes, so sharing one saves re-reading pages.
         self.hot_sql = HotSql(self.engine)
-        self.sessions = SessionStore(self.engine, config.session_timeout_s, self.hot_sql)
+        token_key = load_or_create_key(self.engine, self.kms)
+        self.broker = TokenBroker(token_key, config.token_lifetime_s)
+        der = token_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self.sessions = SessionStore(self.engine, nonce_key(der), config.session_timeout_s, self.hot_sql)
         self.rvps = Rvps(self.engine)
         self.policies = PolicyStore(self.engine)
         self.resources = ResourceStore(self.engine, self.kms, self.hot_sql)
-        self.broker = TokenBroker(load_or_create_key(self.engine, self.kms), config.token_lifetime_s)
+        # ``sample`` has no root of trust: its verifier (and its init-data parsing) is reachable
+        # only when tokens of sample TEEs may read resources (--allow-tee sample).
+        verifiers: dict[str, Verifier] = {"sim": SimVerifier(self.platform_keys)}
+        if "sample" in config.allow_tees:
+            verifiers["sample"] = SampleVerifier()
         self.service = AttestationService(
-            {"sample": SampleVerifier(), "sim": SimVerifier(self.platform_keys)},
+            verifiers,
             self.policies.attestation.get,
             self.rvps.query,
             config.token_lifetime_s,
@@ -103,7 +112,7 @@ class Kbs:
             raise AttestationFailed(
                 f"RCAR handshake Auth failed: TEE {req.tee[:32]!r} is not supported here."
             )
-        return self.sessions.create(req.tee, "sha384")
+        return self.sessions.create(req.tee)
 
     def challenge(self, session: Session) -> dict[str, Any]:
         """The /auth answer (PROTOCOLS §1.4) as its wire dict (same as ``Challenge(...).wire()``)."""
@@ -111,7 +120,7 @@ class Kbs:
 
     def attest(self, session_id: str | None, att: Attestation) -> Session:
         """Verify, appraise, sign; returns the now attested session (its ``token`` is the EAR)."""
-        session = self.sessions.get(session_id)
+        session = self.sessions.challenge(session_id)
         if session.attested:
             raise NonceInvalid("this session already attested; its nonce is good for one attestation only.")
         if not hmac.compare_digest(att.runtime_data.nonce.encode(), session.nonce.encode()):
@@ -131,7 +140,7 @@ class Kbs:
         """The session's token if the cookie names an attested session, else the bearer token."""
         if session_id:
             try:
-                session = self.sessions.get(session_id, need_attested=True)
+                session = self.sessions.get(session_id)
                 if session.attested and session.token:
                     return session.token
             except AttestationFailed:

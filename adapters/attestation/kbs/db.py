@@ -86,11 +86,17 @@ def normalise_url(url: str) -> str:
     return f"sqlite:///{Path(url).expanduser().resolve()}"
 
 
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+"""Bytes the SQLite WAL file is cut back to whenever a checkpoint lets it start over; without it the
+file keeps its largest size ever (see ``housekeeping`` for the other half of the WAL bound)."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
     cur.close()
 
 
@@ -127,3 +133,10 @@ def open_engine(url: str, background_checkpoints: bool = False) -> Engine:
             "cannot open the KBS database", hint="check --db (a SQLite path or postgresql+psycopg:// URL)"
         ) from exc
     return eng
+
+
+def sqlite_wal_path(engine: Engine) -> Path | None:
+    """The WAL file of a SQLite database (``None`` for other databases or in-memory SQLite)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    return Path(engine.url.database + "-wal")

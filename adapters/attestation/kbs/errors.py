@@ -82,6 +82,24 @@ class PayloadTooLarge(KbsError):
     status = 413
 
 
+class MethodNotAllowed(KbsError):
+    """The route exists but does not take this HTTP method; ``allow`` lists the ones it takes."""
+
+    variant = "MethodNotAllowed"
+    status = 405
+
+    def __init__(self, allow: tuple[str, ...]) -> None:
+        super().__init__(f"this endpoint takes {', '.join(allow)} only.")
+        self.allow = allow
+
+
+class HeadersTooLarge(KbsError):
+    """The request's header block is over the KBS's limit (answered before any handler runs)."""
+
+    variant = "RequestHeaderFieldsTooLarge"
+    status = 431
+
+
 class RvpsError(KbsError):
     variant = "RvpsError"
 

@@ -5,8 +5,9 @@ key release, so per-request framework work (middleware stack, routing, Request/R
 is a large share of the KBS's CPU. They are served here straight from the ASGI scope; every other
 request - admin, policies, JWKS, metrics, bad paths - falls through to the Starlette app.
 
-Behaviour is the one of ``api.py``: the same ``Kbs`` calls, body limits, cookie and bearer rules,
-error bodies (ErrorInformation with trustee's status codes), metrics and log lines on refusal.
+These are the only handlers of the three endpoints. Other methods on their paths are 405 here;
+``POST``/``DELETE`` on a resource path (admin) go to the Starlette app. Refusals are
+ErrorInformation with trustee's status codes, counted in the metrics and logged in one line.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
 
 from adapters.kms import KmsError
 
 from ..errors import ProtocolError
-from ..protocol import SESSION_COOKIE, Attestation, Request, parse_resource_path
-from .api import as_kbs_error, error_body
+from ..protocol import SESSION_COOKIE, Attestation, Request, ResourcePath, parse_resource_path
+from .api import as_kbs_error, error_body, error_headers
 from .bodies import LIMIT_ATTEST, LIMIT_AUTH
 from .core import Kbs
-from .errors import BadRequestBody, InvalidRequestPath, KbsError, PayloadTooLarge
+from .errors import BadRequestBody, InvalidRequestPath, KbsError, MethodNotAllowed, PayloadTooLarge
 from .metrics import Metrics
 
 log = logging.getLogger("enclaveflow.kbs")
@@ -35,6 +37,7 @@ log = logging.getLogger("enclaveflow.kbs")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 Asgi = Callable[..., Awaitable[None]]  # the wrapped ASGI app (Starlette stack)
 
 AUTH, ATTEST, RESOURCE = "/kbs/v0/auth", "/kbs/v0/attest", "/kbs/v0/resource/"
@@ -101,21 +104,42 @@ def _json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
+def _refuse_method(allow: tuple[str, ...]) -> Callable[[Scope, Receive], Awaitable[Any]]:
+    async def refuse(scope: Scope, receive: Receive) -> Any:
+        raise MethodNotAllowed(allow)
+
+    return refuse
+
+
 class RcarFastPath:
     """ASGI app: the release endpoints here, everything else to ``app``."""
 
     def __init__(self, app: Asgi, kbs: Kbs, metrics: Metrics) -> None:
         self.app, self.kbs, self.metrics = app, kbs, metrics
+        # SQLite answers in microseconds from a local file: its statements stay on the event loop
+        # (a thread hop costs more). A database over the network (PostgreSQL) would block the loop
+        # for a round trip per statement, so there the database and crypto work runs in a thread.
+        self._offload = kbs.engine.dialect.name != "sqlite"
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._offload:
+            return await run_in_threadpool(fn, *args)
+        return fn(*args)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
-            if method == "POST" and path == AUTH:
-                return await self._serve(AUTH, self._auth, scope, receive, send)
-            if method == "POST" and path == ATTEST:
-                return await self._serve(ATTEST, self._attest, scope, receive, send)
-            if method == "GET" and path.startswith(RESOURCE):
-                return await self._serve(RESOURCE, self._resource, scope, receive, send)
+            if path == AUTH or path == ATTEST:
+                handler = self._auth if path == AUTH else self._attest
+                if method == "POST":
+                    return await self._serve(path, handler, scope, receive, send)
+                return await self._serve(path, _refuse_method(("POST",)), scope, receive, send)
+            if path.startswith(RESOURCE):
+                if method == "GET":
+                    return await self._serve(RESOURCE, self._resource, scope, receive, send)
+                if method not in ("POST", "DELETE"):  # the admin methods, on the Starlette app
+                    refuse = _refuse_method(("DELETE", "GET", "POST"))
+                    return await self._serve(RESOURCE, refuse, scope, receive, send)
         await self.app(scope, receive, send)
 
     async def _serve(
@@ -133,8 +157,11 @@ class RcarFastPath:
             return
         except (KbsError, KmsError) as exc:
             status, body, headers = self._refusal(scope, exc)
-        except Exception:
-            log.exception("unexpected error on %s %s", scope["method"], endpoint)
+        except Exception as exc:  # noqa: BLE001 - answered as KbsInternal; one log line, not a traceback
+            # Whatever reaches here was caused by a request: one line (type and escaped message),
+            # so a hostile client cannot make each small request write a long traceback.
+            log.error("unexpected error on %s %s: %s: %s", scope["method"], endpoint, type(exc).__name__, exc)
+            log.debug("traceback of the unexpected error", exc_info=True)
             status, body, headers = self._refusal(scope, RuntimeError("internal"))
         self.metrics.inc("kbs_http_requests_total", endpoint=_LABEL[endpoint], code=str(status))
         headers.append(_JSON)
@@ -149,7 +176,7 @@ class RcarFastPath:
         elif isinstance(exc, KbsError):
             log.info("refused %s %s: %s", scope["method"], scope["path"], err.variant)
         self.metrics.inc("kbs_errors_total", variant=err.variant)
-        return err.status, error_body(err), []
+        return err.status, error_body(err), error_headers(err)
 
     async def _auth(self, scope: Scope, receive: Receive) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         raw = await _body(scope, receive, LIMIT_AUTH)
@@ -157,7 +184,7 @@ class RcarFastPath:
             req = Request.model_validate_json(raw)
         except ValidationError as exc:
             raise BadRequestBody("auth body is not a valid Request message.") from exc
-        session = self.kbs.auth(req)
+        session = await self._run(self.kbs.auth, req)
         return _json(self.kbs.challenge(session)), [_set_cookie(session.id, session.expires_at)]
 
     async def _attest(self, scope: Scope, receive: Receive) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -167,7 +194,7 @@ class RcarFastPath:
         except ValidationError as exc:
             raise BadRequestBody("attest body is not a valid Attestation message.") from exc
         try:
-            session = self.kbs.attest(_cookie(scope), att)
+            session = await self._run(self.kbs.attest, _cookie(scope), att)
         except KbsError:
             self.metrics.inc("kbs_attestations_total", outcome="refused")
             raise
@@ -181,7 +208,9 @@ class RcarFastPath:
             raise InvalidRequestPath(exc.message) from exc
         auth = _header(scope, b"authorization")
         bearer = auth[7:].strip() if auth and auth.startswith("Bearer ") else None
-        token = self.kbs.token_for(_cookie(scope), bearer)
-        jwe = self.kbs.release(path, token)
+        jwe = await self._run(self._release, path, _cookie(scope), bearer)
         self.metrics.inc("kbs_resource_releases_total")
         return _json(jwe), []
+
+    def _release(self, path: ResourcePath, cookie: str | None, bearer: str | None) -> dict[str, str]:
+        return self.kbs.release(path, self.kbs.token_for(cookie, bearer))

@@ -1,10 +1,12 @@
-"""Run the KBS on uvicorn (httptools/uvloop when installed), one process."""
+"""Run the KBS on uvicorn (httptools/uvloop when installed), one process, behind ``http_proto``'s
+connection guard (header-size limit, read and keep-alive timeouts, connection cap)."""
 
 from __future__ import annotations
 
 import gc
 import importlib.util
 import logging
+import math
 import sys
 from typing import Any
 
@@ -14,6 +16,7 @@ from .app import CountRequests, create_app
 from .config import KbsConfig
 from .core import Kbs
 from .fastpath import RcarFastPath
+from .http_proto import guarded_protocol
 
 log = logging.getLogger("enclaveflow.kbs")
 
@@ -39,15 +42,14 @@ def serve(config: KbsConfig, host: str, port: int, log_level: str = "info") -> N
     # Everything loaded so far (modules, schemas, keys) lives as long as the process: keep it out of
     # the cyclic GC's full collections, which otherwise pause the event loop for tens of ms.
     gc.freeze()
-    http: Any = "h11"
-    if importlib.util.find_spec("httptools") is not None:
-        from .http_proto import GatheringHttpToolsProtocol
-
-        http = GatheringHttpToolsProtocol
+    parser = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    http = guarded_protocol(config.http, parser)
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     print(
         f"enclaveflow KBS listening on http://{host}:{port} (kms={kbs.kms.backend}, "
-        f"allowed TEEs={','.join(sorted(config.allow_tees))})",
+        f"allowed TEEs={','.join(sorted(config.allow_tees))}; max header {config.http.max_header_bytes} B, "
+        f"read timeout {config.http.read_timeout_s:g} s, keep-alive {config.http.keep_alive_s:g} s, "
+        f"max connections {config.http.connections()})",
         file=sys.stderr,
         flush=True,
     )
@@ -57,11 +59,12 @@ def serve(config: KbsConfig, host: str, port: int, log_level: str = "info") -> N
             host=host,
             port=port,
             log_level=log_level,
+            log_config=None,  # uvicorn's records go to our one-line formatter (logtext.py)
             access_log=False,
             http=http,
             loop=loop,
             lifespan="off",
-            timeout_keep_alive=30,
+            timeout_keep_alive=math.ceil(config.http.keep_alive_s),
             proxy_headers=False,  # no proxy in front by default; saves a middleware per request
             server_header=False,
             backlog=2048,

@@ -70,6 +70,7 @@ class KbsEnv:
         env: dict[str, str] | None = None,
         kms: tuple[str, ...] | None = None,
         name: str = "kbs",
+        nofile: int | None = None,
     ) -> KbsProcess:
         kms_args = (
             kms if kms is not None else ("--master-key-file", str(self.master_key), "--create-master-key")
@@ -85,6 +86,7 @@ class KbsEnv:
             *extra,
             env=env,
             name=name,
+            nofile=nofile,
         )
         self.procs.append(proc)
         LOGS.append(proc.log_path)

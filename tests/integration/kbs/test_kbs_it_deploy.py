@@ -16,8 +16,9 @@ import jwt
 import pytest
 from conftest import KbsEnv
 
+from adapters.attestation.kbs.admin import load_private_key, mint
 from tests.support import rcar_driver as rcar
-from tests.support.kbs_server import ENCLAVEFLOW, KbsProcess, run_kbs_once
+from tests.support.kbs_server import ENCLAVEFLOW, KbsProcess, run_kbs_once, start_kbs
 from tests.support.softhsm import SoftHsm, start_softhsm
 
 
@@ -198,12 +199,53 @@ def test_pkcs11_token_missing_fails_cleanly(kbs_env: KbsEnv, softhsm: SoftHsm) -
     assert not db.exists()  # nothing written: the KMS is opened before the database
 
 
-def test_insecure_admin_warns_and_serve_needs_admin_key(kbs_env: KbsEnv) -> None:
-    out = run_kbs_once(kbs_env.tmp, str(kbs_env.tmp / "x.db"), "--master-key-file", str(kbs_env.master_key))
-    assert out.returncode == 2 and "admin public key" in out.stderr
+def test_insecure_admin_warns(kbs_env: KbsEnv) -> None:
     kbs = kbs_env.start("--insecure-admin", name="insecure")
     assert "WARNING: --insecure-admin is ON" in kbs.log()
     assert httpx.get(kbs.url + "/kbs/v0/resources").status_code == 200
+
+
+def test_serve_without_flags_starts_on_embedded_defaults(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert "ENCLAVEFLOW_KBS_MASTER_KEY" not in os.environ and "ENCLAVEFLOW_KBS_ADMIN_KEY" not in os.environ
+    env = {"ENCLAVEFLOW_HOME": str(home)}
+    kbs = start_kbs(tmp_path, None, env=env, name="defaults")
+    try:
+        kbs_dir = home / "kbs"
+        assert kbs_dir.stat().st_mode & 0o777 == 0o700
+        for secret in (kbs_dir / "master-key.json", kbs_dir / "admin" / "admin.key"):
+            assert secret.stat().st_mode & 0o777 == 0o600
+        assert (kbs_dir / "kbs.db").exists()
+        lines = [line for line in kbs.log().splitlines() if "kbs serve defaults" in line]
+        assert len(lines) == 1 and lines[0].count("(created)") == 2
+        # Admin stays authenticated (no --insecure-admin); the admin commands find the created key.
+        assert httpx.get(kbs.url + "/kbs/v0/resources").status_code == 401
+        value = tmp_path / "value.bin"
+        value.write_bytes(b"default-start-value")
+        cli = [str(ENCLAVEFLOW), "kbs", "resource", "put", "default/key/d1", "--file", str(value)]
+        out = subprocess.run(
+            [*cli, "--kbs-url", kbs.url], capture_output=True, text=True, env={**os.environ, **env}
+        )
+        assert out.returncode == 0, out.stderr
+    finally:
+        kbs.stop()
+    # A second start reuses the files (nothing created) and the stored resource is still there.
+    again = start_kbs(tmp_path, None, env=env, name="defaults-again")
+    try:
+        line = next(line for line in again.log().splitlines() if "kbs serve defaults" in line)
+        assert "(created)" not in line
+        headers = {"Authorization": f"Bearer {mint(load_private_key(home / 'kbs' / 'admin' / 'admin.key'))}"}
+        listed = httpx.get(again.url + "/kbs/v0/resources", headers=headers).json()
+        assert [r["path"] for r in listed] == ["default/key/d1"]
+    finally:
+        again.stop()
+    # Explicit flags win: another database and --insecure-admin (no admin key needed).
+    explicit = start_kbs(tmp_path, str(tmp_path / "other.db"), "--insecure-admin", env=env, name="explicit")
+    try:
+        assert httpx.get(explicit.url + "/kbs/v0/resources").json() == []
+        assert (tmp_path / "other.db").exists()
+    finally:
+        explicit.stop()
 
 
 def test_admin_key_init_cli(tmp_path: Path) -> None:

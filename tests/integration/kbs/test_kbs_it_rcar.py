@@ -120,16 +120,15 @@ def test_sample_without_reference_values_is_contraindicated_and_denied(
 def test_sample_tee_refused_unless_allowed(
     kbs_env: KbsEnv, client_for: Callable[[KbsProcess], httpx.Client]
 ) -> None:
+    """Without --allow-tee sample the sample verifier is not even registered: /auth refuses the TEE,
+    so nobody reaches its evidence or init-data parsing."""
     kbs = kbs_env.start()
     kbs_env.put(kbs, "default/key/k4", secrets.token_bytes(32))
-    kbs_env.reference_values(kbs, rcar.SAMPLE_RVS)
     client = client_for(kbs)
-    hs, token = rcar.sample_token(client)
-    assert (
-        jwt.decode(token, options={"verify_signature": False})["submods"]["cpu0"]["ear.status"] == "affirming"
-    )
-    resp = rcar.fetch(client, "default/key/k4", token=token)
-    assert resp.status_code == 401 and resp.json()["type"].endswith("/PolicyDeny")
+    resp = rcar.auth(client, "sample")
+    assert resp.status_code == 401 and resp.json()["type"].endswith("/AttestationError")
+    assert "not supported" in resp.json()["detail"]
+    assert rcar.auth(client, "sim").status_code == 200
 
 
 def test_resource_policy_paths_and_tees(

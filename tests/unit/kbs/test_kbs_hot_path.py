@@ -32,6 +32,7 @@ from adapters.kms import KmsSettings
 from adapters.tee.sim_evidence import make_sim_evidence
 
 LAUNCH = "cd" * 48
+KEY = b"k" * 32  # session nonce HMAC key
 VALUE = b"hot-path-resource-value-0123456789"
 
 
@@ -201,9 +202,10 @@ def test_hot_sql_failure_is_typed_and_the_connection_is_replaced(tmp_path: Path)
         sql.write("INSERT INTO kbs_sessions (id) VALUES (?)", ("x" * 32,))  # NOT NULL columns missing
     # Nothing was half-written, and the next statement runs on a fresh connection.
     assert sql.one("SELECT COUNT(*) FROM kbs_sessions", ()) == (0,)
-    store = SessionStore(engine, 60, sql)
-    sess = store.create("sim", "sha384")
-    assert sql.one("SELECT state FROM kbs_sessions WHERE id = ?", (sess.id,)) == ("authed",)
+    store = SessionStore(engine, KEY, 60, sql)
+    sess = store.create("sim")
+    store.mark_attested(sess, sess.nonce, "token")
+    assert sql.one("SELECT state FROM kbs_sessions WHERE id = ?", (sess.id,)) == ("attested",)
     sql.close()
     engine.dispose()
 
@@ -213,9 +215,9 @@ def test_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path: Path) ->
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-    store = SessionStore(engine, 60)
-    for _ in range(300):
-        sess = store.create("sim", "sha384")
+    store = SessionStore(engine, KEY, 60)
+    for _ in range(400):
+        sess = store.create("sim")
         store.mark_attested(sess, sess.nonce, "t" * 1000)
     wal = tmp_path / "w.db-wal"
     assert wal.stat().st_size > 1000 * 4096  # > the 1000-page automatic threshold: nobody checkpointed
@@ -234,9 +236,10 @@ def test_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path: Path) ->
 
 def test_expired_sessions_are_purged_in_batches_in_the_background(tmp_path: Path) -> None:
     engine = open_engine(str(tmp_path / "p.db"))
-    short, long = SessionStore(engine, timeout_s=1), SessionStore(engine, timeout_s=3600)
-    expired = [short.create("sim", "sha384") for _ in range(23)]
-    live = long.create("sim", "sha384")
+    short, long = SessionStore(engine, KEY, timeout_s=1), SessionStore(engine, KEY, timeout_s=3600)
+    expired = [short.mark_attested(s, s.nonce, "t") for s in (short.create("sim") for _ in range(23))]
+    live = long.create("sim")
+    long.mark_attested(live, live.nonce, "t")
     keeper = Housekeeper(engine)
     # Within the grace period nothing goes; after it, every expired row, 5 per transaction.
     assert keeper.purge(now=time.time() + 1 + PURGE_GRACE_S / 2, batch=5) == 0
@@ -270,7 +273,7 @@ class _FakeTransport:
 async def test_gathering_transport_sends_one_write_per_response() -> None:
     loop = asyncio.get_running_loop()
     real = _FakeTransport()
-    proxy = _GatheringTransport(real, loop)  # type: ignore[arg-type]
+    proxy = _GatheringTransport(real, loop, lambda: None)  # type: ignore[arg-type]
     proxy.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     proxy.write(b"ok")
     assert real.writes == []

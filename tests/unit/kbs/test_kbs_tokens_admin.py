@@ -156,19 +156,46 @@ def test_rvps_messages_and_expiry(tmp_path: Path) -> None:
 
 def test_sessions_single_use_nonce(tmp_path: Path) -> None:
     engine = open_engine(str(tmp_path / "s.db"))
-    store, other = SessionStore(engine, timeout_s=60), SessionStore(engine, timeout_s=60)
-    sess = store.create("sample", "sha384")
+    key = b"n" * 32
+    store, other = SessionStore(engine, key, timeout_s=60), SessionStore(engine, key, timeout_s=60)
+    sess = store.create("sample")
     assert len(sess.id) == 32 and len(base64.b64decode(sess.nonce)) == 32
+    # Another replica (same key) recognises the challenge from the id alone.
+    seen = other.challenge(sess.id)
+    assert (seen.nonce, seen.tee, seen.attested) == (sess.nonce, "sample", False)
     with pytest.raises(NonceInvalid):
-        other.mark_attested(other.get(sess.id), "wrong-nonce", "t")
-    other.mark_attested(other.get(sess.id), sess.nonce, "tok")  # another replica consumes it
+        other.mark_attested(seen, "wrong-nonce", "t")
+    other.mark_attested(other.challenge(sess.id), sess.nonce, "tok")  # another replica consumes it
     with pytest.raises(NonceInvalid):
-        store.mark_attested(store.get(sess.id), sess.nonce, "tok2")  # stale cache cannot reuse it
-    assert store.get(sess.id, need_attested=True).token == "tok"
-    for bad in (None, "", "x" * 32, "../" * 11):
+        store.mark_attested(store.challenge(sess.id), sess.nonce, "tok2")  # this one cannot reuse it
+    assert store.get(sess.id).token == "tok"
+    for bad in (None, "", "x" * 32, "../" * 11, sess.id.upper(), sess.id + "\n"):
         with pytest.raises(SessionInvalid):
-            store.get(bad)
-    short = SessionStore(engine, timeout_s=0.01).create("sample", "sha384")
+            store.challenge(bad)
+    short = SessionStore(engine, key, timeout_s=0.01).create("sample")
     time.sleep(0.02)
     with pytest.raises(SessionInvalid):
-        store.get(short.id)
+        store.challenge(short.id)
+
+
+def test_session_ids_cannot_be_forged(tmp_path: Path) -> None:
+    """The id carries expiry and TEE; changing either (or using another KBS's key) changes the nonce,
+    which only the key holder can compute."""
+    engine = open_engine(str(tmp_path / "f.db"))
+    store = SessionStore(engine, b"n" * 32, timeout_s=60)
+    sess = store.create("sim")
+    raw = bytearray(bytes.fromhex(sess.id))
+    later = raw[:9] + (int.from_bytes(raw[9:15], "big") + 10**9).to_bytes(6, "big") + raw[15:]
+    other_tee = raw[:15] + bytes([1])  # "sample"
+    for forged in (bytes(later).hex(), bytes(other_tee).hex()):
+        assert store.challenge(forged).nonce != sess.nonce
+        with pytest.raises(NonceInvalid):
+            store.mark_attested(store.challenge(forged), sess.nonce, "t")
+    foreign = SessionStore(engine, b"m" * 32, timeout_s=60)
+    with pytest.raises(NonceInvalid):
+        foreign.mark_attested(foreign.challenge(sess.id), sess.nonce, "t")
+    with pytest.raises(SessionInvalid):
+        store.challenge(bytes(raw[:15] + bytes([99])).hex())  # no such TEE code
+    # Nothing of the refused attempts was stored.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM kbs_sessions").scalar() == 0

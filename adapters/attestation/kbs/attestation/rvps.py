@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, delete, select
 
 from .. import db
+from ..bodies import parse_json
 from ..errors import BadRequestBody, RvpsError
 
 RVPS_VERSION = "0.1.0"
@@ -72,9 +73,10 @@ def parse_message(body: bytes | dict[str, Any]) -> tuple[dict[str, Any], float]:
     if msg.type != "sample":
         raise RvpsError(f"reference value type {msg.type!r} is not supported; use 'sample'.")
     try:
-        provenance = json.loads(base64.b64decode(msg.payload, validate=True))
+        payload = base64.b64decode(msg.payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RvpsError("reference value payload is not b64 of a JSON object.") from exc
+    provenance = parse_json(payload, "reference value payload")
     if not isinstance(provenance, dict) or not provenance:
         raise RvpsError("reference value payload must be a non-empty JSON object {name: value}.")
     for name in provenance:

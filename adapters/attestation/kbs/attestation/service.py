@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ...errors import InvalidTeePubKey
+from ...jwe import load_public_key
 from ...protocol import Attestation, hash_jcs, runtime_data
 from ..errors import EvidenceRejected
 from .appraisal import AppraisalPolicy, appraise, status_of
@@ -77,6 +79,12 @@ class AttestationService:
         ae = att.tee_evidence.additional_evidence
         if ae != "":
             raise EvidenceRejected("additional (device) evidence is not supported by this KBS; send none.")
+        try:
+            # Before any signing: a point off its curve, a short RSA modulus or an exponent other
+            # than 65537 would get a token that every later release fails on.
+            load_public_key(att.runtime_data.tee_pubkey)
+        except InvalidTeePubKey as exc:
+            raise EvidenceRejected(f"TEE public key refused: {exc.message}") from exc
         pubkey = att.runtime_data.tee_pubkey.wire()
         rd = runtime_data(nonce, pubkey, ae)
         claims = verifier.evaluate(att.tee_evidence.primary_evidence, hash_jcs(rd, hash_alg))
