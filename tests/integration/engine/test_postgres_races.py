@@ -21,7 +21,7 @@ from engine.audit_store import verify_chain
 from engine.db import open_database
 from engine.errors import InvalidState
 from engine.executor import Worker
-from engine.schema import audit_checkpoints, runs
+from engine.schema import SCHEMA_REVISION, audit_checkpoints, runs
 from engine.store import Store
 
 pytestmark = pytest.mark.postgres
@@ -163,5 +163,5 @@ def test_twelve_processes_create_a_new_databases_schema_at_once(pg_url: str, tmp
     assert not failures, failures
     engine = open_database(pg_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_REVISION
     engine.dispose()
