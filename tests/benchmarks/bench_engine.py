@@ -12,7 +12,7 @@ query p50 (one-pod filter over 1,000,000 events) and audit verify events/s.
 
 PostgreSQL sequential throughput is bound by durable commits: a run makes ``commits_per_run`` of them
 (counted here, not assumed), each waiting for fsync. So the enclaveflow child also times a bare one-row
-commit (autocommit INSERT, one round trip, fsync) on the same cluster, before and after its sequential
+commit (autocommit INSERT, one round trip, fsync) on the same cluster, interleaved with its sequential
 runs, and reports sequential runs/s as a fraction of ``1 / (commits_per_run x median commit latency)``.
 """
 
@@ -32,7 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 SEQ_RUNS = int(os.environ.get("BENCH_SEQ_RUNS", "300"))
 CONC_RUNS = 200
-FSYNC_SAMPLES = 200  # bare commits timed before and after the sequential runs (PostgreSQL)
+FSYNC_SAMPLES = 30  # bare commits timed before every FSYNC_EVERY sequential runs, and after the last (PostgreSQL)
+FSYNC_EVERY = 30
 FSYNC_BOUND_TARGET = 0.70  # PostgreSQL sequential runs/s as a fraction of the fsync bound
 BOUND_RUNS = 3  # enclaveflow PostgreSQL children measured against the bound; the verdict is their median
 PARKED = 10_000
@@ -61,20 +62,25 @@ def pct(values: list[float], q: float) -> float:
 # children
 
 
-def bare_commit_latencies(db_url: str, n: int) -> list[float]:
-    """Seconds per bare one-row commit with fsync on this PostgreSQL cluster: the unit every durable
-    step commit costs at least (one round trip, one WAL flush)."""
-    import psycopg
+class BareCommits:
+    """Times bare one-row commits with fsync on a PostgreSQL cluster: the unit every durable step commit
+    costs at least (one round trip, one WAL flush). One connection, autocommit INSERTs."""
 
-    conninfo = "postgresql://" + db_url.split("://", 1)[1]
-    lat = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_bare_commit (id bigint)")
+    def __init__(self, db_url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect("postgresql://" + db_url.split("://", 1)[1], autocommit=True)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS bench_bare_commit (id bigint)")
+        self.latencies: list[float] = []
+
+    def sample(self, n: int) -> None:
         for i in range(n):
             a = time.perf_counter()
-            conn.execute("INSERT INTO bench_bare_commit VALUES (%s)", (i,))
-            lat.append(time.perf_counter() - a)
-    return lat
+            self.conn.execute("INSERT INTO bench_bare_commit VALUES (%s)", (i,))
+            self.latencies.append(time.perf_counter() - a)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def child_enclaveflow(db_url: str) -> dict[str, Any]:
@@ -108,17 +114,21 @@ def child_enclaveflow(db_url: str) -> dict[str, Any]:
         async with Worker(store, make_registry(), claim=False, concurrency=1000) as w:
             for _ in range(20):  # warm-up
                 await w.wait(await w.submit(loaded, {}))
-            bare = bare_commit_latencies(db_url, FSYNC_SAMPLES) if postgres else []
+            bare = BareCommits(db_url) if postgres else None
             lat = []
             commits["n"] = 0
-            t0 = time.perf_counter()
-            for _ in range(SEQ_RUNS):
+            for i in range(SEQ_RUNS):
+                if bare is not None and i % FSYNC_EVERY == 0:
+                    # Interleaved with the runs, so both see the same disk and the same machine load.
+                    bare.sample(FSYNC_SAMPLES)
                 a = time.perf_counter()
                 await w.wait(await w.submit(loaded, {}))
                 lat.append(time.perf_counter() - a)
-            seq_s = time.perf_counter() - t0
+            seq_s = sum(lat)  # the runs' own time, without the bare commits between them
             commits_per_run = commits["n"] / SEQ_RUNS
-            bare += bare_commit_latencies(db_url, FSYNC_SAMPLES) if postgres else []
+            if bare is not None:
+                bare.sample(FSYNC_SAMPLES)
+                bare.close()
             t0 = time.perf_counter()
             ids = await asyncio.gather(*(w.submit(loaded, {}) for _ in range(CONC_RUNS)))
             await asyncio.gather(*(w.wait(i) for i in ids))
@@ -128,10 +138,10 @@ def child_enclaveflow(db_url: str) -> dict[str, Any]:
                "conc_transitions_per_s": CONC_RUNS * 11 / conc_s,
                "overhead_per_transition_ms": statistics.median(lat) * 1e3 / 11,
                "seq_commits_per_run": commits_per_run}
-        if bare:
-            commit_s = statistics.median(bare)
+        if bare is not None:
+            commit_s = statistics.median(bare.latencies)
             bound = 1 / (commits_per_run * commit_s)
-            out.update(bare_commit_p50_ms=commit_s * 1e3, bare_commit_p99_ms=pct(bare, 0.99) * 1e3,
+            out.update(bare_commit_p50_ms=commit_s * 1e3, bare_commit_p99_ms=pct(bare.latencies, 0.99) * 1e3,
                        seq_fsync_bound_runs_per_s=bound, seq_fraction_of_fsync_bound=(SEQ_RUNS / seq_s) / bound)
         return out
 
