@@ -53,7 +53,7 @@ class Behaviour:
 
 
 class PacedServer:
-    """A real HTTP/1.1 server on 127.0.0.1; ``hits[path]`` counts requests."""
+    """A real HTTP/1.1 server on 127.0.0.1; ``hits[path]`` counts GETs (``hits["HEAD path"]`` HEADs)."""
 
     def __init__(self) -> None:
         self.paths: dict[str, Behaviour] = {}
@@ -69,7 +69,8 @@ class PacedServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 path = self.path.split("?", 1)[0]
-                server.hits[path] = server.hits.get(path, 0) + 1
+                key = path if self.command == "GET" else f"{self.command} {path}"
+                server.hits[key] = server.hits.get(key, 0) + 1
                 how = server.paths.get(path) or (Behaviour() if path == "/v2/" else Behaviour(status=404))
                 self.send_response(how.status)
                 for k, v in how.headers.items():
@@ -77,6 +78,8 @@ class PacedServer:
                 self.send_header("Content-Length", str(len(how.body)))
                 self.end_headers()
                 self.wfile.flush()
+                if self.command == "HEAD":
+                    return
                 if how.stall:
                     server.stopping.wait()
                     return
