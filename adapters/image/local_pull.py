@@ -102,10 +102,7 @@ async def pull_bundle(req: PullRequest, say: Say = _stderr) -> dict[str, Any]:
     except TimeoutError:
         if asyncio.get_running_loop().time() < deadline:
             raise
-        raise PullDeadlineExceeded(
-            f"The pull took longer than its {options.pull_timeout:g}s limit; raise --timeout for a slow "
-            "registry or a large image."
-        ) from None
+        raise PullDeadlineExceeded.after(options.pull_timeout) from None
 
 
 async def _pull_bundle(req: PullRequest, say: Say) -> dict[str, Any]:

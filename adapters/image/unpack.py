@@ -5,7 +5,8 @@ a symlink, relative symlink targets stay inside the image root (also through cha
 once the layer is complete), hardlinks stay inside the image, device nodes and fifos only when
 allowed, no sparse files, header fields in range, duplicates per policy, and entry/byte/depth limits.
 Per entry only a directory's metadata is kept (compactly, to restore it last), so a layer of a million
-entries costs tens of megabytes, not a gigabyte. Whiteouts
+entries costs tens of megabytes, not a gigabyte; extension headers (PAX, GNU long names) are bounded
+before tarfile reads them (``tar_guard``). Whiteouts
 (``.wh.NAME``, ``.wh..wh..opq``) are not extracted but recorded, for ``rootfs.compose`` to apply to
 the layers below. The caller extracts into a fresh directory and removes it on any error.
 """
@@ -37,6 +38,7 @@ from .errors import (
 )
 from .fstree import is_name_too_long, remove_tree
 from .links import Unresolvable, leaves_root
+from .tar_guard import TarHeaderGuard
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -188,9 +190,10 @@ class LayerExtractor:
 
     def extract(self, stream: Any) -> LayerTree:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE)  # noqa: SIM115 - closed below
+            guarded = TarHeaderGuard(stream)  # bounds what tarfile reads into memory per header
+            tar = tarfile.open(fileobj=guarded, mode="r|", bufsize=TAR_BUFSIZE)  # noqa: SIM115 - closed below
             with tar:
-                while (member := _next_member(tar, stream)) is not None:
+                while (member := _next_member(tar, guarded)) is not None:
                     tar.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every TarInfo
                     self._one(tar, member)
             self._restore_dir_meta()

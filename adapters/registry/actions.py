@@ -119,10 +119,7 @@ async def pull_action(params: PullParams, ctx: ActionContext, idempotency_key: s
     except TimeoutError:
         if loop.time() < deadline:
             raise
-        raise PullDeadlineExceeded(
-            f"registry.pull took longer than its {params.timeout_seconds:g}s timeout_seconds; raise it for "
-            "a slow registry or a large image."
-        ) from None
+        raise PullDeadlineExceeded.after(params.timeout_seconds) from None
     finally:
         await source.aclose()
     manifest = pulled.manifest

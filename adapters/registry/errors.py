@@ -90,6 +90,14 @@ class PullDeadlineExceeded(_EngineTimeout):
 
     retryable_here = False
 
+    @classmethod
+    def after(cls, seconds: float) -> PullDeadlineExceeded:
+        """The one message, wherever the deadline is noticed (a read, a retry, the whole task)."""
+        return cls(
+            f"The pull took longer than its {seconds:g}s limit (--timeout, or timeout_seconds of "
+            "registry.pull); raise it for a slow registry or a large image."
+        )
+
 
 class TransferCancelled(_EngineCancelled):
     """A download stopped because its pull was cancelled (Ctrl-C, SIGTERM, a failed sibling)."""

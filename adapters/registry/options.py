@@ -116,10 +116,7 @@ class ClientOptions:
         if left is not None and left <= 0:
             from .errors import PullDeadlineExceeded
 
-            raise PullDeadlineExceeded(
-                f"The pull took longer than its {self.pull_timeout:g}s limit; raise --timeout for a "
-                "slow registry or a large image."
-            )
+            raise PullDeadlineExceeded.after(self.pull_timeout)
 
     def plain_http_allowed(self, host: str) -> bool:
         """Docker's convention: loopback registries and listed insecure registries may use HTTP."""

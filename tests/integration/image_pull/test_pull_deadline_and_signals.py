@@ -53,7 +53,7 @@ class Behaviour:
 
 
 class PacedServer:
-    """A real HTTP/1.1 server on 127.0.0.1; ``hits[path]`` counts requests."""
+    """A real HTTP/1.1 server on 127.0.0.1; ``hits[path]`` counts GETs (``hits["HEAD path"]`` HEADs)."""
 
     def __init__(self) -> None:
         self.paths: dict[str, Behaviour] = {}
@@ -69,7 +69,8 @@ class PacedServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 path = self.path.split("?", 1)[0]
-                server.hits[path] = server.hits.get(path, 0) + 1
+                key = path if self.command == "GET" else f"{self.command} {path}"
+                server.hits[key] = server.hits.get(key, 0) + 1
                 how = server.paths.get(path) or (Behaviour() if path == "/v2/" else Behaviour(status=404))
                 self.send_response(how.status)
                 for k, v in how.headers.items():
@@ -77,6 +78,8 @@ class PacedServer:
                 self.send_header("Content-Length", str(len(how.body)))
                 self.end_headers()
                 self.wfile.flush()
+                if self.command == "HEAD":
+                    return
                 if how.stall:
                     server.stopping.wait()
                     return
@@ -210,7 +213,7 @@ async def test_the_registry_pull_action_has_a_deadline_param(server: PacedServer
     session = EnclaveSession("pod-deadline", tmp_path / "enclave")
     ctx = ActionContext(run_id="r", workflow="w", state="s", attempt=1, session=session)
     params = {"image": f"docker://{server.host}/{REPO}:v1", "timeout_seconds": 1.0, "min_transfer_rate": 0}
-    with pytest.raises(PullDeadlineExceeded, match="timeout_seconds"):
+    with pytest.raises(PullDeadlineExceeded, match="1s limit"):
         await registry.call("registry.pull", params, ctx, "k1")
     store = session_store(session)
     assert [p for p in store.path.joinpath("blobs").rglob("*") if p.is_file()] == []

@@ -156,6 +156,47 @@ def test_a_pax_size_record_is_honoured_like_tarfile_does(tmp_path: Path) -> None
     assert tarfile.open(fileobj=io.BytesIO(data)).getmembers()[0].size == 3
 
 
+def _valid_tar(rng: random.Random, fmt: int) -> tuple[bytes, dict[str, bytes]]:
+    """A random archive as tarfile writes it: long names, PAX records, links, empty and odd sizes."""
+    files: dict[str, bytes] = {}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for i in range(rng.randint(1, 12)):
+            name = "/".join(f"d{rng.randrange(3)}" for _ in range(rng.randint(0, 3)))
+            name = f"{name}/f{i}-{'n' * rng.choice([1, 20, 120, 250])}".lstrip("/")
+            data = rng.randbytes(rng.choice([0, 1, 511, 512, 513, 5000, 70_000]))
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1_700_000_000, 0o644
+            if fmt == tarfile.PAX_FORMAT and rng.random() < 0.5:
+                info.pax_headers = {"SCHILY.xattr.user.k": "v" * rng.choice([1, 3000, 100_000])}
+            tar.addfile(info, io.BytesIO(data))
+            files[name] = data
+            if rng.random() < 0.3:
+                link = tarfile.TarInfo(f"hl{i}-{'h' * rng.choice([1, 150])}")
+                link.type, link.linkname = tarfile.LNKTYPE, name
+                link.size = len(data)  # some writers fill it in; tarfile ignores it for links
+                tar.addfile(link)
+                files[link.name] = data
+    return buf.getvalue(), files
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_valid_archives_unpack_completely(tmp_path: Path, fmt: int) -> None:
+    """The header guard follows the archive structure as tarfile does: valid input never trips it."""
+    rng = random.Random(f"{SEED}-valid-{fmt}")
+    for case in range(25):
+        try:
+            raw, files = _valid_tar(rng, fmt)
+        except ValueError:
+            continue  # a name USTAR cannot store
+        dest = tmp_path / f"v{case}"
+        dest.mkdir()
+        extract_layer(io.BytesIO(raw), dest, UnpackPolicy(preserve_owner=False))
+        for name, data in files.items():
+            assert (dest / name).read_bytes() == data, (case, name)
+        remove_tree(dest)
+
+
 # ----------------------------------------------------------------------------- JSON documents
 
 D = "sha256:" + "ab" * 32

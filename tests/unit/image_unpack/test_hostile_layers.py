@@ -28,7 +28,7 @@ from adapters.image.errors import (
 from adapters.image.fstree import remove_tree, walk_tree
 from adapters.image.pipeline import unpack_layers
 from adapters.image.rootfs import compose
-from adapters.image.unpack import MAX_DEPTH, LayerExtractor, UnpackPolicy
+from adapters.image.unpack import MAX_DEPTH, LayerExtractor, UnpackPolicy, extract_layer
 
 
 def _nothing_left(layers: Path) -> None:
@@ -246,3 +246,40 @@ def test_memory_kept_per_entry_is_bounded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert tree.entries == count and walk_tree(tmp_path / "out").entries == count
     assert kept / count < 200, f"{kept / count:.0f} bytes kept per directory entry"
+
+
+# ------------------------------------------------------------------ 8. extension headers
+
+
+def _gnu_long_name(size: int) -> bytes:
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, size
+    block = header.tobuf(format=tarfile.GNU_FORMAT)
+    data = b"n" * size
+    return block + data + b"\0" * (-size % 512) + tar_bytes([Entry("f", data=b"1")])
+
+
+@pytest.mark.parametrize("kind", ["gnu-long-name", "pax"])
+def test_an_oversized_extension_header_is_refused_before_it_is_read(tmp_path: Path, kind: str) -> None:
+    """8 MiB of one header (a few KB of gzip): tarfile would hold it all in memory at once."""
+    size = 8 << 20
+    if kind == "pax":
+        raw = _raw_tar([_file("f", b"1", **{"SCHILY.xattr.user.big": "v" * size})])
+    else:
+        raw = _gnu_long_name(size)
+    (tmp_path / "out").mkdir()
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnpackLimitExceeded, match="extension header"):
+            extract_layer(io.BytesIO(raw), tmp_path / "out", UnpackPolicy(preserve_owner=False))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, f"{peak} bytes"
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_extension_headers_within_the_bound_still_work(tmp_path: Path) -> None:
+    raw = _raw_tar([_file("a/" + "x" * 200, b"1", **{"SCHILY.xattr.user.note": "v" * 60_000})])
+    tree = extract_layer(io.BytesIO(raw), tmp_path, UnpackPolicy(preserve_owner=False))
+    assert tree.entries == 1 and (tmp_path / "a" / ("x" * 200)).read_bytes() == b"1"
