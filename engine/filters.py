@@ -22,6 +22,7 @@ import difflib
 import math
 import operator
 import re
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,10 +104,42 @@ def compile_filter(
             f"filter too long at column {MAX_LENGTH + 1}: expected at most {MAX_LENGTH} characters",
             hint="narrow the filter or run several smaller queries",
         )
+    _check_storable(text)
     if not text.strip():
         return sa.true()
     now = time.time_ns() // 1_000 if now_us is None else now_us
     return _Parser(_tokenize(text), fields, now).parse()
+
+
+def _check_storable(text: str) -> None:
+    """Refuse text no database driver can send: bytes that were not UTF-8 (which Python keeps as
+    lone surrogates, e.g. from a command-line argument) and NUL characters (PostgreSQL text has none).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FilterError(
+            f"bytes that are not UTF-8 at column {exc.start + 1}: expected UTF-8 text",
+            hint="check the terminal's or the script's character encoding",
+        ) from None
+    if "\x00" in text:
+        raise FilterError(
+            f"NUL character at column {text.index(chr(0)) + 1}: expected text without NUL",
+            hint="no stored value contains NUL, so remove it",
+        )
+
+
+def int_bounds(column: sa.ColumnElement[Any]) -> tuple[int, int]:
+    """The integers ``column`` can hold, from its declared type (the strictest database's range):
+    SmallInteger 16 bits, Integer 32 (PostgreSQL's int4, although SQLite stores 64), else 64."""
+    kind = column.type
+    if isinstance(kind, sa.SmallInteger):
+        bits = 16
+    elif isinstance(kind, sa.Integer) and not isinstance(kind, sa.BigInteger):
+        bits = 32
+    else:
+        bits = 64
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
 def describe_fields(fields: Mapping[str, Field]) -> str:
@@ -339,16 +372,29 @@ class _Parser:
         if kind == "str" and tok.kind == "string":
             return tok.value
         if kind == "int" and tok.kind == "number" and isinstance(tok.value, int):
-            if not -_INT64 <= tok.value < _INT64:
-                self._fail(tok, f"an integer between -2^63 and 2^63-1 for field '{name}'")
+            low, high = int_bounds(field.column)
+            if not low <= tok.value <= high:
+                raise FilterError(
+                    f"{_clip(tok.text)} at column {tok.col} is out of range for int field '{name}': expected "
+                    f"an integer between {low} and {high}",
+                    hint="no stored value can be outside that range",
+                )
             return tok.value
         if kind == "float" and tok.kind == "number" and math.isfinite(_as_float(tok.value)):
+            limit = _float_limit(field.column)
+            if abs(_as_float(tok.value)) > limit:
+                raise FilterError(
+                    f"{_clip(tok.text)} at column {tok.col} is out of range for float field '{name}': "
+                    f"expected a number between -{limit:g} and {limit:g}",
+                    hint="no stored value can be outside that range",
+                )
             return float(tok.value)
         if kind == "bool" and (self._is_kw(tok, "true") or self._is_kw(tok, "false")):
             return tok.text.lower() == "true"
         if kind == "time" and (tok.kind == "string" or self._is_kw(tok, "now")):
             when = _parse_time(tok.value if tok.kind == "string" else "now", self.now_us)
-            if when is None:
+            low, high = int_bounds(field.column)
+            if when is None or not low <= when <= high:
                 raise FilterError(
                     f"bad time {_clip(tok.text)} at column {tok.col}: expected {_TIME_EXAMPLE}",
                     hint="relative units are us, ms, s, m, h, d and w; times without an offset are UTC",
@@ -365,6 +411,15 @@ def _null_safe(
     if getattr(column, "nullable", True) is False:
         return cmp
     return sa.or_(column.is_(None), cmp) if matches_null else sa.and_(column.is_not(None), cmp)
+
+
+def _float_limit(column: sa.ColumnElement[Any]) -> float:
+    """The largest magnitude a float column holds: single precision (REAL, Float(24)) or double."""
+    kind = column.type
+    precision = getattr(kind, "precision", None)
+    if isinstance(kind, sa.REAL) or (isinstance(kind, sa.Float) and precision is not None and precision <= 24):
+        return 3.4028234663852886e38
+    return sys.float_info.max
 
 
 def _as_float(value: int | float) -> float:

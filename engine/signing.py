@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,24 +48,71 @@ class Signer:
 
 
 def load_or_create_signer(path: Path) -> Signer:
-    """Load the PEM key at ``path``; create it (mode 0600) if it does not exist."""
-    if path.exists():
+    """Load the PEM key at ``path``; create it (mode 0600) if it does not exist.
+
+    A new key is written whole or not at all (a temporary file, fsync, then a hard link to the final
+    name and an fsync of the folder): a full disk or a crash never leaves a 0-byte or half-written
+    key behind, which would block every later start. Linking (not renaming) also means two
+    processes creating the key at once end up using the same one.
+    """
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
         try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise EnclaveflowError(f"the audit signing key {path} is unreadable: {exc}",
-                                   hint="restore it from backup; do not replace it silently") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise EnclaveflowError(f"the audit signing key {path} is not an Ed25519 key")
-        return Signer(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+            if _write_new_file(path, pem):
+                return Signer(key)
+        except OSError as exc:
+            raise EnclaveflowError(
+                f"cannot create the audit signing key {path}: {exc.strerror or exc}; nothing was written",
+                hint="free some space or fix the folder's permissions (or set ENCLAVEFLOW_AUDIT_KEY), "
+                "then try again") from None
+    return _load_signer(path)
+
+
+def _load_signer(path: Path) -> Signer:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EnclaveflowError(f"cannot read the audit signing key {path}: {exc.strerror or exc}",
+                               hint="check the file's permissions") from None
+    if not data.strip():
+        raise EnclaveflowError(
+            f"the audit signing key {path} is empty (an older version was interrupted while creating it)",
+            hint="if no checkpoint was ever signed with it, delete the file and a new key is created; "
+            "otherwise restore it from backup")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise EnclaveflowError(f"the audit signing key {path} is unreadable: {exc}",
+                               hint="restore it from backup; do not replace it silently") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise EnclaveflowError(f"the audit signing key {path} is not an Ed25519 key")
     return Signer(key)
+
+
+def _write_new_file(path: Path, data: bytes) -> bool:
+    """Atomically create ``path`` holding ``data`` (0600); False if another process created it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 import typer
 
 from ..audit import AuditRecord
+from ..db import check_writable, storage_errors
 from ..durations import format_duration, parse_duration
 from ..errors import NotFound, UsageError
 from ..executor import Worker, settings_problem
@@ -164,8 +165,12 @@ def start_cmd(
     loaded = validate(load_spec_file(file), registry)
     run_input = parse_json_option(input_json, "input")
     store = open_store()
-    run_id, created = store.create_run(loaded, run_input, idempotency_key=idempotency_key,
-                                       pod=pod_from_input(run_input))
+    # The run must outlive this command: refuse a read-only database up front, and say so in one
+    # sentence if the disk fills up while the run is recorded (the transaction then leaves nothing).
+    check_writable(store.engine)
+    with storage_errors(store.engine):
+        run_id, created = store.create_run(loaded, run_input, idempotency_key=idempotency_key,
+                                           pod=pod_from_input(run_input))
     typer.echo(run_id)
     if not created:
         typer.echo("(a run with this idempotency key already existed)", err=True)

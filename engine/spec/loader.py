@@ -20,7 +20,18 @@ from ..errors import SpecError, SpecProblem
 from .models import WorkflowSpec
 
 MAX_SPEC_BYTES = 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 250_000
+MAX_PROBLEMS = 200
 Path_ = tuple[str | int, ...]
+
+# What a spec may contain: JSON's types and nothing else. Explicit tags (!foo, !!python/...), and
+# implicitly typed scalars with no JSON equivalent (timestamps, !!binary, !!set) are refused with their
+# line; ``<<`` merge keys are allowed, as every YAML user expects them.
+_YAML = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null")}
+_MAP_TAG, _SEQ_TAG, _STR_TAG, _MERGE_TAG = _YAML + "map", _YAML + "seq", _YAML + "str", _YAML + "merge"
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -46,21 +57,128 @@ def line_for(lines: dict[Path_, int], path: Path_) -> int:
     return lines.get((), 1)
 
 
-def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], dupes: list[tuple[Path_, int]]) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+class _Refused(Exception):
+    """A document the loader will not build: one problem, with its line, stops the walk."""
+
+    def __init__(self, line: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.line, self.message, self.hint = line, message, hint
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the event stream, before anything recursive runs.
+
+    The composer and constructor recurse once per level, so a deep document must be stopped while
+    it is still a flat stream of events; the stream is read only as far as the first offence.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 1
+                raise _Refused(line, f"nesting deeper than {MAX_DEPTH} levels",
+                               "a workflow spec needs only a few levels; flatten the data")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+class _Walker:
+    """One pass over the node tree: refuses what a spec may not contain, maps paths to lines, and
+    finds duplicate keys (which a plain load silently drops).
+
+    Aliases are followed, so every node is counted as often as it is used: an alias bomb hits
+    MAX_NODES after MAX_NODES steps instead of expanding, and an alias inside its own anchor is
+    caught as recursive instead of looping.
+    """
+
+    def __init__(self) -> None:
+        self.lines: dict[Path_, int] = {}
+        self.dupes: list[tuple[Path_, int]] = []
+        self.count = 0
+        self.open: set[int] = set()
+
+    def walk(self, node: yaml.Node, path: Path_) -> None:
+        line = node.start_mark.line + 1
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Refused(line, f"the document expands to more than {MAX_NODES:,} values",
+                           "is an alias (*name) repeated many times? write the values out")
+        if id(node) in self.open:
+            raise _Refused(line, "recursive alias: a value contains itself", "an alias must not refer to "
+                           "the mapping or list it is inside")
+        if len(path) > MAX_DEPTH:
+            raise _Refused(line, f"nesting deeper than {MAX_DEPTH} levels once aliases are expanded",
+                           "write the values out instead of nesting aliases")
+        self.lines[path] = line
+        if isinstance(node, yaml.ScalarNode):
+            self._scalar(node, line)
+            return
+        self.open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self._tag(node, _MAP_TAG, line)
+            self._mapping(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            self._tag(node, _SEQ_TAG, line)
+            for i, item in enumerate(node.value):
+                self.walk(item, path + (i,))
+        self.open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> None:
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = str(key_node.value)
+            key_line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _MERGE_TAG:
+                self.walk(value_node, path)  # ``<<: *base``: its keys land in this mapping
+                continue
+            if isinstance(key_node, yaml.ScalarNode):
+                self._tag(key_node, None, key_line)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                kind = _kind(key_node)
+                raise _Refused(key_line, f"a mapping key must be a string, not {kind}",
+                               "quote the key (YAML reads on/off/yes/no as booleans and 1 as a number)")
+            self._scalar(key_node, key_line)
+            key = key_node.value
             if key in seen:
-                dupes.append((path + (key,), key_node.start_mark.line + 1))
+                self.dupes.append((path + (key,), key_line))
             seen.add(key)
-            lines.setdefault(path + (key,), key_node.start_mark.line + 1)
-            _walk(value_node, path + (key,), lines, dupes)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines, dupes)
+            self.walk(value_node, path + (key,))
+            self.lines[path + (key,)] = key_line
+
+    def _scalar(self, node: yaml.ScalarNode, line: int) -> None:
+        self._tag(node, None, line)
+        value = node.value
+        if "\x00" in value:
+            raise _Refused(line, "a string contains a NUL character, which no database can store",
+                           "remove the \\0 escape")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Refused(line, "a string contains a lone surrogate escape (\\uD800-\\uDFFF), which is "
+                           "not valid Unicode", "write the character itself, or its \\U escape") from None
+
+    @staticmethod
+    def _tag(node: yaml.Node, allowed: str | None, line: int) -> None:
+        ok = node.tag in _SCALAR_TAGS if allowed is None else node.tag == allowed
+        if not ok:
+            raise _Refused(line, f"{_describe_tag(node.tag)} is not allowed in a workflow spec",
+                           "a spec holds only strings, numbers, booleans, null, lists and mappings"
+                           + ("; quote it to keep it as text" if node.tag == _YAML + "timestamp" else ""))
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return {_YAML + "int": "a number", _YAML + "float": "a number", _YAML + "bool": "a boolean",
+            _YAML + "null": "null"}.get(str(node.tag), _describe_tag(node.tag))
+
+
+def _describe_tag(tag: str | None) -> str:
+    if tag and tag.startswith(_YAML):
+        return f"the tag !!{tag[len(_YAML):]}"
+    return f"the tag {tag}"
 
 
 def spec_hash(data: dict[str, Any]) -> str:
@@ -69,23 +187,54 @@ def spec_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def spec_error(source: str, problems: list[SpecProblem]) -> SpecError:
+    """One SpecError for a list of problems whose own message already reads FILE:LINE: message,
+    so a command that prints only the message (``run``, ``runs start``) still points at the line."""
+    first = problems[0]
+    more = (f" (and {len(problems) - 1} more problem(s): enclaveflow workflow validate {source} lists them)"
+            if len(problems) > 1 else "")
+    return SpecError(f"{first.file}:{first.line}: {first.message}{more}", problems, hint=first.hint)
+
+
+def _refuse(source: str, line: int, message: str, hint: str | None = None) -> SpecError:
+    return spec_error(source, [SpecProblem(source, line, message, hint)])
+
+
 def parse_spec_text(text: str, source: str = "<spec>") -> LoadedSpec:
-    """Parse and shape-validate YAML text; raise SpecError with every problem found."""
-    if len(text.encode()) > MAX_SPEC_BYTES:
-        raise SpecError(f"{source} is larger than 1 MiB", [SpecProblem(source, 1, "spec file too large")])
+    """Parse and shape-validate YAML text; raise SpecError with every problem found.
+
+    Hostile input costs bounded time and memory: the size, the nesting depth (checked on the event
+    stream, before anything recursive runs) and the number of values after alias expansion are all
+    capped, and only JSON-like data is ever constructed.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise _refuse(source, 1, f"the spec file is larger than {MAX_SPEC_BYTES // 1024} KiB",
+                      "a workflow spec is a few KiB; split it or trim it")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text)
+        loader = _LOADER(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                raise _refuse(source, 1, "the file is empty", "start with apiVersion: enclaveflow/v1")
+            walker = _Walker()
+            walker.walk(root, ())
+            data = loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except _Refused as exc:
+        raise _refuse(source, exc.line, exc.message, exc.hint) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        p = SpecProblem(source, line, f"malformed YAML: {problem}", "check indentation and quoting")
-        raise SpecError(f"{source} is not valid YAML", [p]) from None
-    if root is None:
-        raise SpecError(f"{source} is empty", [SpecProblem(source, 1, "the file is empty")])
-    lines: dict[Path_, int] = {}
-    dupes: list[tuple[Path_, int]] = []
-    _walk(root, (), lines, dupes)
+        if "nesting depth" in problem:  # libyaml's own cap on flow nesting, met before ours
+            raise _refuse(source, line, f"nesting deeper than {MAX_DEPTH} levels",
+                          "a workflow spec needs only a few levels; flatten the data") from None
+        raise _refuse(source, line, f"malformed YAML: {problem}", "check indentation and quoting") from None
+    except UnicodeEncodeError:  # only a lone surrogate in the text itself can get here
+        raise _refuse(source, 1, "the text is not valid Unicode (a lone surrogate)", "save it as UTF-8") from None
+    lines = walker.lines
     problems = [
         SpecProblem(
             source,
@@ -93,19 +242,18 @@ def parse_spec_text(text: str, source: str = "<spec>") -> LoadedSpec:
             f"duplicate key {p[-1]!r}" + (" (a state is defined twice)" if p[-2:-1] == ("states",) else ""),
             "each key, and each state name, may appear once",
         )
-        for p, line in dupes
+        for p, line in walker.dupes[:MAX_PROBLEMS]
     ]
-    data = yaml.safe_load(text)
     if not isinstance(data, dict):
         problems.append(SpecProblem(source, 1, "a workflow spec must be a mapping", "start with apiVersion:"))
-        raise SpecError(f"{source} is not a workflow spec", problems)
+        raise spec_error(source, problems)
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, source, lines))
-        raise SpecError(f"{source} has {len(problems)} problem(s)", problems) from None
+        problems.extend(_pydantic_problems(exc, source, lines, data)[:MAX_PROBLEMS])
+        raise spec_error(source, problems) from None
     if problems:
-        raise SpecError(f"{source} has {len(problems)} problem(s)", problems)
+        raise spec_error(source, problems)
     return LoadedSpec(spec=spec, source=source, spec_hash=spec_hash(data), lines=lines)
 
 
@@ -130,13 +278,29 @@ _HINTS = {
 }
 
 
-def _pydantic_problems(exc: ValidationError, source: str, lines: dict[Path_, int]) -> list[SpecProblem]:
+def _data_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
+    """The part of pydantic's error location that names keys and indexes of the document; the rest
+    are labels of union branches (``list[ErrorRoute]``), which a key may happen to look like."""
+    out: list[str | int] = []
+    cur = data
+    for i, x in enumerate(loc):
+        if isinstance(cur, dict) and x in cur:
+            cur = cur[x]
+        elif isinstance(cur, list) and isinstance(x, int) and 0 <= x < len(cur):
+            cur = cur[x]
+        elif i < len(loc) - 1 or not isinstance(cur, dict):
+            continue  # a union branch's label
+        out.append(x)  # a key of the document, or (last) the missing key the error is about
+    return tuple(out)
+
+
+def _pydantic_problems(exc: ValidationError, source: str, lines: dict[Path_, int], data: Any) -> list[SpecProblem]:
     out = []
     for err in exc.errors():
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and "[" in x))
+        loc = _data_path(data, tuple(err["loc"]))
         where = ".".join(str(x) for x in loc) or "document"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc:
             msg = f"unknown field {loc[-1]!r}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]

@@ -13,9 +13,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from ..durations import parse_duration
 
+
+def _duration(value: Any) -> float:
+    """parse_duration for what YAML can hold: anything but text or a number is a plain ValueError."""
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"a duration must be like 200ms, 5s, 10m or 1h, not {type(value).__name__}")
+    return parse_duration(value)
+
+
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_duration),
     WithJsonSchema(
         {
             "anyOf": [
@@ -32,8 +40,13 @@ ActionName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+
 EventName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")]
 
 
+# Specs are checked strictly: YAML would otherwise slip ``max_attempts: true`` through as 1, or
+# ``terminal: "no"`` through as a truth value. Every number has a bound that fits the database.
+MAX_VERSION = 2**31 - 1
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RetrySpec(_Strict):
@@ -144,7 +157,7 @@ class WorkflowBody(_Strict):
 
 class Metadata(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
-    version: int = Field(1, ge=1)
+    version: int = Field(1, ge=1, le=MAX_VERSION)
     description: str = ""
 
 

@@ -356,7 +356,7 @@ def test_syntax_errors(text: str, message: str) -> None:
         ("attempt = 1.5", "unexpected '1.5' at column 11: expected an integer for int field 'attempt'"),
         (
             "attempt = 9223372036854775808",
-            "unexpected '9223372036854775808' at column 11: expected an integer",
+            "9223372036854775808 at column 11 is out of range for int field 'attempt'",
         ),
         ("pod = 5", "unexpected '5' at column 7: expected a quoted string for str field 'pod'"),
         ("pod = web", "unexpected 'web' at column 7: expected a quoted string for str field 'pod'"),
