@@ -66,6 +66,7 @@ def launch_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="Daemon config file (YAML).")] = None,
     cri_socket: Annotated[Path | None, typer.Option("--cri-socket", help="A running daemon's socket.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="Engine database (when no daemon is running).")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Pods' sockets and enclave records.")] = None,
     insecure_registry: Annotated[list[str] | None, typer.Option("--insecure-registry",
                                                                 help="Registry HOST:PORT over plain HTTP.")] = None,
     platform_key: Annotated[Path | None, typer.Option("--platform-key", help="Sim platform key file.")] = None,
@@ -87,7 +88,7 @@ def launch_cmd(
             raise UsageError(f"--env {item!r} must look like KEY=VALUE")
         envs[key] = value
     overrides = {"kbs_url": kbs, "policy": policy, "cri_socket": cri_socket, "db": db, "platform_key": platform_key,
-                 "insecure_registries": insecure_registry or None}
+                 "insecure_registries": insecure_registry or None, "run_dir": run_dir}
     cfg = load_config(config, overrides)
     import os
 

@@ -54,7 +54,8 @@ async def cri_endpoint(config: DaemonConfig) -> AsyncIterator[tuple[Path, Any]]:
     from .node import Node
 
     with tempfile.TemporaryDirectory(prefix="enclaveflow-launch-") as tmp:
-        local = config.model_copy(update={"cri_socket": Path(tmp) / "cri.sock"})
+        # Its own socket, and no fixed admin port: a daemon may run beside it.
+        local = config.model_copy(update={"cri_socket": Path(tmp) / "cri.sock", "listen_admin": "127.0.0.1:0"})
         node = Node(local)
         await node.start()
         try:
