@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+TEE_PRIVATE_KEY = "attestation.tee_private_key"
+"""Keyring name of the enclave's TEE private key when the agent made it at start (its fingerprint is
+part of the agent's identity); attestation uses it instead of making another."""
+
 
 @dataclass
 class Keyring:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.session import EnclaveSession
+from adapters.session import TEE_PRIVATE_KEY, EnclaveSession
 from engine.actions import ActionContext, ActionRegistry
 from engine.errors import InvalidParams
 
@@ -36,7 +36,6 @@ STATE_OBJECT = "attestation.state"
 TOKEN_OBJECT = "attestation.token"
 TEE_KEY_OBJECT = "attestation.tee_key"
 PROVIDER_OBJECT = "attestation.provider"
-TEE_KEYPAIR_OBJECT = "attestation.tee_keypair"
 MAX_KEY_IDS = 256
 _KID_FIELDS = ("kids", "key_ids", "required_kids")
 
@@ -122,8 +121,8 @@ def _client(params: ConnectionParams, session: EnclaveSession) -> KbsClient:
         params.key_algorithm,
     ):
         # The enclave agent makes its TEE key pair at start (its fingerprint is part of its identity).
-        made = keyring.get(TEE_KEYPAIR_OBJECT)
-        pair = made if isinstance(made, TeeKeyPair) and made.algorithm == params.key_algorithm else None
+        made = keyring.get(TEE_PRIVATE_KEY)
+        pair = TeeKeyPair.from_private_key(made) if made is not None and params.key_algorithm == "EC" else None
         state = AttestationState(pair or TeeKeyPair.generate(params.key_algorithm))
     keyring.put(STATE_OBJECT, state)
     keyring.put(TEE_KEY_OBJECT, state.key.private_key)

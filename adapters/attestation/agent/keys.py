@@ -35,6 +35,13 @@ class TeeKeyPair:
             raise ValueError(f"TEE key algorithm must be EC or RSA, not {algorithm!r}")
         return cls(key, public_jwk(key))
 
+    @classmethod
+    def from_private_key(cls, key: Any) -> TeeKeyPair | None:
+        """The pair of an EC P-256 key made elsewhere (the enclave agent, at start); None for any other key."""
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return cls(key, public_jwk(key))
+        return None
+
     @property
     def algorithm(self) -> KeyAlgorithm:
         return "EC" if isinstance(self.private_key, ec.EllipticCurvePrivateKey) else "RSA"

@@ -76,7 +76,7 @@ async def serve(args: argparse.Namespace) -> None:
     session = EnclaveSession(args.pod_id, args.storage, config=load_config(args.config))
     provider_factory = None
     if args.qe_socket is not None:
-        from ..quoting import QuoteClient, QuotedSimTee
+        from ..quote_client import QuoteClient, QuotedSimTee
 
         qe_path = args.qe_socket
 

@@ -198,27 +198,25 @@ class AgentCore:
 
     # -- identity -------------------------------------------------------------------------------------
     def tee_key_fingerprint(self) -> str:
-        """SHA-256 of this enclave's TEE public key (SPKI DER), created on first use and kept in memory."""
+        """SHA-256 of this enclave's TEE public key (SPKI DER), made on first use, kept in memory only."""
+        from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-        from adapters.attestation.actions import TEE_KEYPAIR_OBJECT
-        from adapters.attestation.agent.keys import TeeKeyPair
+        from adapters.session import TEE_PRIVATE_KEY
 
-        pair = self.session.keyring.get(TEE_KEYPAIR_OBJECT)
-        if not isinstance(pair, TeeKeyPair):
-            pair = TeeKeyPair.generate("EC")
-            self.session.keyring.put(TEE_KEYPAIR_OBJECT, pair)
-        der = pair.private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        key = self.session.keyring.get(TEE_PRIVATE_KEY)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            key = ec.generate_private_key(ec.SECP256R1())
+            self.session.keyring.put(TEE_PRIVATE_KEY, key)
+        der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         return hashlib.sha256(der).hexdigest()
 
     def identity(self) -> dict[str, Any]:
-        from adapters.tee.sim import AGENT_SVN
-
         provider = self.provider()
         return {
             "tee": getattr(provider, "tee", "sim"),
             "launch_digest": getattr(provider, "launch_digest", ""),
-            "svn": int(getattr(provider, "svn", AGENT_SVN)),
+            "svn": int(getattr(provider, "svn", 0)),
             "platform_id": getattr(provider, "platform_id", ""),
             "tee_public_key_sha256": self.tee_key_fingerprint(),
             "agent_version": AGENT_VERSION,
