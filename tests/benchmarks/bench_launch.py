@@ -211,8 +211,8 @@ async def enclaveflow_side(world: Any, daemon: Any, logs: Path) -> dict[str, Any
             pods.append(tree_mb(agent))
         figures["daemon_with_20_pods"] = memory_kb_self(daemon_pid)
         if pods:
-            figures["per_pod"] = {"rss_mb_median": statistics.median(p["rss_mb"] for p in pods),
-                                  "pss_mb_median": statistics.median(p["pss_mb"] for p in pods),
+            figures["per_pod"] = {"rss_mb_median": round(statistics.median(p["rss_mb"] for p in pods), 1),
+                                  "pss_mb_median": round(statistics.median(p["pss_mb"] for p in pods), 1),
                                   "processes_median": statistics.median(p["processes"] for p in pods),
                                   "one_pod_processes": pods[0]["commands"]}
         for r in ok:
