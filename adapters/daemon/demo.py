@@ -177,7 +177,7 @@ def _run(demo: Demo) -> None:
     demo.check(verified.startswith("ok:"), "audit verify")
 
     demo.say("\n== the same image from a node whose image policy was weakened")
-    _refused_launch(demo, world, config)
+    _refused_launch(demo, world)
 
 
 async def _launch_pod(demo: Demo, image: str) -> tuple[str, list[str], int]:
@@ -209,19 +209,19 @@ async def _launch_pod(demo: Demo, image: str) -> tuple[str, list[str], int]:
         return pod_id, lines, status.exit_code
 
 
-def _refused_launch(demo: Demo, world: Any, config: Path) -> None:
+def _refused_launch(demo: Demo, world: Any) -> None:
     """``enclaveflow launch`` from a node whose policy also accepts unsigned images: attestation fails."""
     from .config import load_config
+    from .demo_world import daemon_config
     from .launch import LaunchRequest, hint_for, launch
 
     weaker = world.write_policy("weaker-policy.json", accept_unsigned=(f"{world.registry}/scratch",))
-    node = demo.root / "other"
-    cfg = load_config(config, {"policy": weaker, "run_dir": node / "run", "cri_socket": node / "run" / "cri.sock",
-                               "db": str(node / "engine.db")})
+    config = daemon_config(world, demo.root / "other", weaker)
+    cfg = load_config(config, {})
     demo.run_dirs.append(cfg.run_dir)
-    demo.say("its policy also accepts unsigned images from one more repository; nobody registered the new "
-             "measurement at the KBS.")
-    demo.say(f"$ enclaveflow launch {world.image} --config {config} --policy {weaker} -- echo never printed")
+    demo.say("its policy also accepts unsigned images from one more repository, so its enclaves measure "
+             "differently; nobody registered that measurement at the KBS.")
+    demo.say(f"$ enclaveflow launch {world.image} --config {config} -- echo never printed")
     outcome = asyncio.run(launch(cfg, LaunchRequest(image=world.image, command=["echo", "never printed"],
                                                     timeout=TIMEOUT), db_url=str(cfg.db), out=demo.out, err=demo.out))
     if outcome.error is None:
