@@ -80,7 +80,11 @@ class Demo:
 
 def run_demo(out: TextIO, *, keep: bool = False) -> int:
     """The whole demo; returns the exit code (0: every check held, 1: one failed, 130: interrupted)."""
-    from .demo_world import DemoSetupFailed, Services, missing_programs
+    import grpc
+
+    from engine.errors import EnclaveflowError
+
+    from .demo_world import Services, missing_programs
 
     if os.geteuid() != 0:
         out.write("error: the pod's enclave needs root (namespaces, mounts, runc): run it with sudo.\n")
@@ -102,8 +106,13 @@ def run_demo(out: TextIO, *, keep: bool = False) -> int:
     except KeyboardInterrupt:
         demo.say("\ninterrupted")
         code = 130
-    except DemoSetupFailed as exc:
+    except EnclaveflowError as exc:  # DemoSetupFailed among them
         demo.say(f"\nerror: {exc}")
+    except grpc.RpcError as exc:  # a CRI call failed: its details name the state and the reason
+        details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+        demo.say(f"\nerror: the pod launch failed: {details}")
+    except (TimeoutError, OSError) as exc:
+        demo.say(f"\nerror: {type(exc).__name__}: {exc}")
     finally:
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup runs to its end
         try:
