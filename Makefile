@@ -36,8 +36,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+# A confidential pod end to end on loopback (registry, KBS, encrypted + signed busybox, daemon, CRI);
+# its enclave needs root, so it runs under sudo when make does not.
 demo: install
-	$(VENV)/bin/enclaveflow demo
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; $$SUDO $(VENV)/bin/enclaveflow pod-demo
 
 # A free loopback port for the throwaway PostgreSQL cluster (nothing else may be using a fixed one).
 FREE_PORT = $$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

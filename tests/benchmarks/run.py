@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-NAMES = ["engine", "image", "kbs", "enclave"]
+NAMES = ["engine", "image", "kbs", "enclave", "launch"]
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]
