@@ -10,7 +10,7 @@ SYSSTAMP := build/.sysdeps-stamp
 BENCH ?= all
 PYTEST_ARGS ?=
 
-# System programs the tests and the demo use (see ../shared/COMPONENTS.md).
+# System programs the tests and the demo use (docker-registry, skopeo, umoci, busybox, runc, bubblewrap, ...).
 APT_PACKAGES := docker-registry apache2-utils skopeo umoci busybox-static runc bubblewrap softhsm2 gnupg postgresql graphviz
 # A program from each package, to tell quickly whether anything is missing.
 SYS_PROGRAMS := docker-registry htpasswd skopeo umoci busybox runc bwrap softhsm2-util gpg dot /usr/lib/postgresql/15/bin/initdb

@@ -44,7 +44,7 @@ WORKLOAD = ["/bin/sh", "-c", 'echo "hello from $(hostname), a confidential pod";
 TIMEOUT = 120.0
 
 
-@app.callback(invoke_without_command=True)
+@app.command("pod-demo")
 def pod_demo(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's directory (logs, databases) at the end.")]
     = False,

@@ -28,7 +28,7 @@ from engine.errors import EnclaveflowError
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE_NAMES = [c.name for c in ENGINE_COMMANDS]
-PLUGIN_NAMES = ["daemon", "image", "kbs", "launch", "pods", "tee"]
+PLUGIN_NAMES = ["daemon", "image", "kbs", "launch", "pod-demo", "pods", "tee"]
 
 # Runs main(argv) like the console script and reports the exit code and every module loaded.
 PROBE = textwrap.dedent("""
