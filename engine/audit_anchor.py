@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 
 from .audit import CHECKPOINT_COLUMNS
 from .errors import UsageError
+from .files import write_atomically
 from .schema import audit_checkpoints
 
 log = logging.getLogger(__name__)
@@ -55,22 +55,7 @@ def write_digest(directory: Path, chain_id: str, checkpoint: dict[str, Any]) -> 
     path = folder / digest_name(int(checkpoint["seq"]), str(checkpoint["key_id"]))
     doc = {"format": DIGEST_FORMAT, "chain_id": chain_id, **{k: checkpoint[k] for k in _FIELDS}}
     data = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-    tmp = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomically(path, data, mode=0o644)
     return path
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import EnclaveflowError
+from .files import write_atomically
 
 
 def key_id_of(public: Ed25519PublicKey) -> str:
@@ -93,26 +92,7 @@ def _load_signer(path: Path) -> Signer:
 
 def _write_new_file(path: Path, data: bytes) -> bool:
     """Atomically create ``path`` holding ``data`` (0600); False if another process created it first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
+    return write_atomically(path, data, mode=0o600, replace=False)
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

@@ -9,10 +9,11 @@ the engine database; the container's live state is the agent's answer, inside th
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from engine.files import write_atomically
 
 _ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -73,6 +74,4 @@ def _read(path: Path) -> Any:
 
 
 def _write(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, sort_keys=True).encode())

@@ -30,6 +30,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from engine.files import write_atomically
+
 from .agent_client import AgentClient
 from .errors import EnclaveStartFailed
 from .measurement import launch_digest, project_root
@@ -263,7 +265,7 @@ class EnclaveManager:
         agent_pid = _only_child(init_pid)
         enclave = Enclave(uid, digest, AGENT_SVN, storage_bytes, proc.pid, init_pid,
                           _start_time(init_pid) or 0, agent_pid, _start_time(agent_pid) or 0, time.time())
-        _write_private(self._record_path(uid), json.dumps(enclave.to_json()).encode())
+        write_atomically(self._record_path(uid), json.dumps(enclave.to_json()).encode())
         log.info("enclave of pod %s ready in %.0f ms (measurement %s...)", uid,
                  (time.monotonic() - started) * 1000, digest[:16])
         return enclave
@@ -360,14 +362,3 @@ def remove_cgroups(uid: str) -> None:
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda x: -len(x[0])):
             with contextlib.suppress(OSError):
                 os.rmdir(dirpath)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
