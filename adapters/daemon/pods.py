@@ -101,6 +101,20 @@ def logs_cmd(pod: Annotated[str, typer.Argument(help="Pod name, uid or id prefix
         sys.stdout.write(text)
 
 
+async def _end(socket: Path, pod: str, remove: bool) -> str:
+    """StopPodSandbox (or RemovePodSandbox, which stops first) of the pod named ``pod``; its id."""
+    from adapters.cri.client import CriClient
+    from adapters.cri.gen import api_pb2 as pb
+
+    found = await _find(socket, pod)
+    async with CriClient(socket, timeout=120) as cri:
+        if remove:
+            await cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=found.id), timeout=120)
+        else:
+            await cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=found.id), timeout=120)
+    return str(found.id)
+
+
 @app.command("stop")
 def stop_cmd(pod: Annotated[str, typer.Argument(help="Pod name, uid or id prefix.")],
              cri_socket: SocketOption = DEFAULT_SOCKET) -> None:
@@ -108,16 +122,7 @@ def stop_cmd(pod: Annotated[str, typer.Argument(help="Pod name, uid or id prefix
 
     Example: enclaveflow pods stop web
     """
-    from adapters.cri.client import CriClient
-    from adapters.cri.gen import api_pb2 as pb
-
-    async def stop() -> str:
-        found = await _find(cri_socket, pod)
-        async with CriClient(cri_socket, timeout=120) as cri:
-            await cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=found.id), timeout=120)
-        return str(found.id)
-
-    typer.echo(f"stopped {_run(stop())[:13]}")
+    typer.echo(f"stopped {_run(_end(cri_socket, pod, remove=False))[:13]}")
 
 
 @app.command("rm")
@@ -127,13 +132,4 @@ def rm_cmd(pod: Annotated[str, typer.Argument(help="Pod name, uid or id prefix."
 
     Example: enclaveflow pods rm web
     """
-    from adapters.cri.client import CriClient
-    from adapters.cri.gen import api_pb2 as pb
-
-    async def rm() -> str:
-        found = await _find(cri_socket, pod)
-        async with CriClient(cri_socket, timeout=120) as cri:
-            await cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=found.id), timeout=120)
-        return str(found.id)
-
-    typer.echo(f"removed {_run(rm())[:13]}")
+    typer.echo(f"removed {_run(_end(cri_socket, pod, remove=True))[:13]}")
