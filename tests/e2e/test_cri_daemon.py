@@ -458,3 +458,23 @@ def _node_of_runs(url: str, run_ids: list[str]) -> dict[str, str]:
     finally:
         engine.dispose()
     return {r.id: r.node for r in rows}
+
+
+async def test_pods_commands_list_log_stop_and_remove(node: Node, cri: CriClient) -> None:
+    pod = node.pod(cri, "cli-pod")
+    pod_id = (await cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+    cid = await cri.create_container(pod_id, pod, "talker", node.plain, command=["echo", "from-the-pod"],
+                                     log_path="talker.log")
+    await cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    await wait_state(cri, cid, pb.CONTAINER_EXITED)
+    sock = ["--cri-socket", str(node.daemon.socket)]
+    listed = node.daemon.cli("pods", "list", *sock)
+    assert listed.returncode == 0 and "cli-pod" in listed.stdout and "talker:exited" in listed.stdout
+    logs = node.daemon.cli("pods", "logs", "cli-pod", *sock)
+    assert logs.returncode == 0 and "stdout F from-the-pod" in logs.stdout
+    stopped = node.daemon.cli("pods", "stop", "cli-pod", *sock)
+    assert stopped.returncode == 0 and stopped.stdout.startswith(f"stopped {pod_id[:13]}")
+    removed = node.daemon.cli("pods", "rm", pod_id[:13], *sock)
+    assert removed.returncode == 0, removed.stderr
+    gone = node.daemon.cli("pods", "rm", "cli-pod", *sock)
+    assert gone.returncode != 0 and "no pod named" in gone.stderr
