@@ -162,7 +162,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return _revision_on(conn, engine)
     except sa.exc.DBAPIError as exc:
-        raise storage_error(engine, exc) or _cannot_open(engine, exc) from None
+        raise storage_error(engine, exc) or _sqlite_file_problem(engine) or _cannot_open(engine, exc) from None
 
 
 def _revision_on(conn: sa.Connection, engine: Engine) -> str | None:
@@ -176,6 +176,24 @@ def _revision_on(conn: sa.Connection, engine: Engine) -> str | None:
             )
         return None
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _sqlite_file_problem(engine: Engine) -> DatabaseError | None:
+    """Why a SQLite file cannot be opened, when it is its file system: read-only, or full (SQLite
+    itself says only "unable to open database file" or "disk I/O error" when opening needs a write)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    path = Path(engine.url.database or "")
+    probe = path if path.exists() else path.parent
+    try:
+        fs = os.statvfs(probe)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY or not os.access(probe, os.W_OK):
+        return storage_error(engine, OSError(errno.EROFS, "read-only"))
+    if fs.f_bavail == 0:
+        return storage_error(engine, OSError(errno.ENOSPC, "no space left"))
+    return None
 
 
 def _cannot_open(engine: Engine, exc: sa.exc.DBAPIError) -> DatabaseError:

@@ -21,8 +21,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_CHECKPOINT_COLUMNS = "seq, hash, time_us, key_id, public_key, signature"
-
 
 def upgrade() -> None:
     bind = op.get_bind()
@@ -39,13 +37,24 @@ def upgrade() -> None:
 
 
 def _rebuild_sqlite_checkpoints() -> None:
-    """SQLite cannot change a primary key in place: copy the rows into a table with the new key."""
-    op.execute("""CREATE TABLE audit_checkpoints_new (
-        seq BIGINT NOT NULL, hash VARCHAR(64) NOT NULL, time_us BIGINT NOT NULL, key_id VARCHAR(64) NOT NULL,
-        public_key VARCHAR(100) NOT NULL, signature VARCHAR(200) NOT NULL,
-        PRIMARY KEY (seq, key_id), UNIQUE (seq, key_id))""")
-    op.execute(f"INSERT INTO audit_checkpoints_new ({_CHECKPOINT_COLUMNS}) "
-               f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoints")
+    """SQLite cannot change a primary key in place: copy the rows into a table with the new key.
+
+    Every column the table has is kept as declared (a database may already carry later columns,
+    e.g. the audit v2 ones), only the key changes.
+    """
+    columns = op.get_bind().execute(sa.text("PRAGMA table_info(audit_checkpoints)")).all()
+    decls = []
+    for col in columns:
+        decl = f"{col.name} {col.type}"
+        if col.notnull:
+            decl += " NOT NULL"
+        if col.dflt_value is not None:
+            decl += f" DEFAULT {col.dflt_value}"
+        decls.append(decl)
+    names = ", ".join(col.name for col in columns)
+    op.execute(f"CREATE TABLE audit_checkpoints_new ({', '.join(decls)}, "
+               "PRIMARY KEY (seq, key_id), UNIQUE (seq, key_id))")
+    op.execute(f"INSERT INTO audit_checkpoints_new ({names}) SELECT {names} FROM audit_checkpoints")
     op.execute("DROP TABLE audit_checkpoints")
     op.execute("ALTER TABLE audit_checkpoints_new RENAME TO audit_checkpoints")
 

@@ -179,8 +179,9 @@ def test_read_only_sqlite_database(tmp_path: Path) -> None:
         assert cli("runs", "start", str(DEMO), env=env).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         one_sentence(cli("runs", "start", str(DEMO), env=env), "is read-only")
-        listed = cli("runs", "list", "-o", "json", env=env)  # reading still works
-        assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1
+        # Reading a WAL-mode SQLite file needs its shared-memory file, which a read-only file system
+        # cannot hold once the last writer closed cleanly: reads get the same one sentence.
+        one_sentence(cli("runs", "list", "-o", "json", env=env), "is read-only")
 
 
 @pytest.mark.postgres

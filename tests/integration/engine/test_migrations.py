@@ -14,7 +14,8 @@ from engine.schema import SCHEMA_REVISION, audit_checkpoints, runs
 
 
 def rewind_to_0001(engine: sa.Engine) -> None:
-    """Give the database the exact shape revision 0001 left: no ``runs.step``, checkpoints keyed by seq."""
+    """Give the database the shape revision 0001 left: no ``runs.step``, checkpoints keyed by seq (the
+    audit v2 columns of revision 0003 stay: its own migration test starts from a real 0001 log)."""
     postgres = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE runs DROP COLUMN step"))
@@ -22,10 +23,11 @@ def rewind_to_0001(engine: sa.Engine) -> None:
             conn.execute(sa.text("ALTER TABLE audit_checkpoints DROP CONSTRAINT audit_checkpoints_pkey, "
                                  "ADD PRIMARY KEY (seq)"))
         else:
-            cols = "seq, hash, time_us, key_id, public_key, signature"
+            cols = "seq, hash, time_us, key_id, public_key, signature, version, prev_hash"
             conn.execute(sa.text("CREATE TABLE cp_old (seq BIGINT NOT NULL PRIMARY KEY, hash VARCHAR(64) NOT NULL, "
                                  "time_us BIGINT NOT NULL, key_id VARCHAR(64) NOT NULL, public_key VARCHAR(100) "
-                                 "NOT NULL, signature VARCHAR(200) NOT NULL, UNIQUE (seq, key_id))"))
+                                 "NOT NULL, signature VARCHAR(200) NOT NULL, version SMALLINT NOT NULL DEFAULT 1, "
+                                 "prev_hash VARCHAR(64), UNIQUE (seq, key_id))"))
             conn.execute(sa.text(f"INSERT INTO cp_old ({cols}) SELECT {cols} FROM audit_checkpoints"))
             conn.execute(sa.text("DROP TABLE audit_checkpoints"))
             conn.execute(sa.text("ALTER TABLE cp_old RENAME TO audit_checkpoints"))
