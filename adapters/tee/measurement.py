@@ -37,6 +37,7 @@ ENCLAVE_CODE_PACKAGES: tuple[str, ...] = (
     "adapters/attestation/agent",
     "adapters/image",
     "adapters/registry",
+    "adapters/runtime",
 )
 ENCLAVE_CODE_FILES: tuple[str, ...] = (
     "adapters/__init__.py",
@@ -50,7 +51,9 @@ ENCLAVE_CODE_FILES: tuple[str, ...] = (
     "adapters/attestation/protocol.py",
     "engine/__init__.py",
     "engine/actions.py",
+    "engine/builtin_actions.py",
     "engine/errors.py",
+    "engine/files.py",
 )
 MAX_CODE_FILE_BYTES = 4 * 1024 * 1024
 
@@ -87,9 +90,37 @@ def config_bytes(config: Mapping[str, Any]) -> bytes:
 
 def launch_digest(config: Mapping[str, Any], root: Path | None = None) -> str:
     """Lowercase hex SHA-384 launch measurement of the agent code under ``root`` and ``config``."""
-    base = root or project_root()
+    h = _code_hash(root or project_root())
+    cfg = config_bytes(config)
+    h.update(b"C" + struct.pack(">Q", len(cfg)) + cfg)
+    return h.hexdigest()
+
+
+_CODE_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], Any]] = {}
+
+
+def _code_hash(base: Path) -> Any:
+    """The SHA-384 state after the domain and every code file (a copy, ready for the config).
+
+    Reading and hashing the code is the same for every enclave the process launches; it is redone
+    only when a file's name, size or modification time changed since the last launch.
+    """
+    files = enclave_code_files(base)
+    signature = []
+    for rel in files:
+        try:
+            st = (base / rel).stat()
+        except OSError as exc:
+            raise MeasurementError(
+                f"code file {rel} cannot be read ({exc.strerror}); check the installation's permissions."
+            ) from None
+        signature.append((rel, st.st_size, st.st_mtime_ns))
+    key = tuple(signature)
+    cached = _CODE_CACHE.get(base)
+    if cached is not None and cached[0] == key:
+        return cached[1].copy()
     h = hashlib.sha384(MEASUREMENT_DOMAIN)
-    for rel in enclave_code_files(base):
+    for rel in files:
         path = base / rel
         try:
             if path.stat().st_size > MAX_CODE_FILE_BYTES:
@@ -102,6 +133,5 @@ def launch_digest(config: Mapping[str, Any], root: Path | None = None) -> str:
         name = rel.encode("utf-8")
         h.update(b"F" + struct.pack(">I", len(name)) + name + struct.pack(">Q", len(content)))
         h.update(content)
-    cfg = config_bytes(config)
-    h.update(b"C" + struct.pack(">Q", len(cfg)) + cfg)
-    return h.hexdigest()
+    _CODE_CACHE[base] = (key, h)
+    return h.copy()
