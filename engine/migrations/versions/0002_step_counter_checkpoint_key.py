@@ -21,9 +21,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_CHECKPOINT_COLUMNS = "seq, hash, time_us, key_id, public_key, signature"
-
-
 def upgrade() -> None:
     bind = op.get_bind()
     insp = sa.inspect(bind)
@@ -39,13 +36,19 @@ def upgrade() -> None:
 
 
 def _rebuild_sqlite_checkpoints() -> None:
-    """SQLite cannot change a primary key in place: copy the rows into a table with the new key."""
-    op.execute("""CREATE TABLE audit_checkpoints_new (
-        seq BIGINT NOT NULL, hash VARCHAR(64) NOT NULL, time_us BIGINT NOT NULL, key_id VARCHAR(64) NOT NULL,
-        public_key VARCHAR(100) NOT NULL, signature VARCHAR(200) NOT NULL,
-        PRIMARY KEY (seq, key_id), UNIQUE (seq, key_id))""")
-    op.execute(f"INSERT INTO audit_checkpoints_new ({_CHECKPOINT_COLUMNS}) "
-               f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoints")
+    """SQLite cannot change a primary key in place: copy the rows into a table with the new key.
+
+    The new table is built from the reflected one, so columns other revisions added are kept."""
+    bind = op.get_bind()
+    old = sa.Table("audit_checkpoints", sa.MetaData(), autoload_with=bind)
+    columns = [sa.Column(c.name, c.type, nullable=c.nullable,
+                         server_default=c.server_default.arg if c.server_default is not None else None)
+               for c in old.columns]
+    new = sa.Table("audit_checkpoints_new", sa.MetaData(), *columns,
+                   sa.PrimaryKeyConstraint("seq", "key_id"), sa.UniqueConstraint("seq", "key_id"))
+    new.create(bind)
+    names = ", ".join(c.name for c in old.columns)
+    op.execute(f"INSERT INTO audit_checkpoints_new ({names}) SELECT {names} FROM audit_checkpoints")
     op.execute("DROP TABLE audit_checkpoints")
     op.execute("ALTER TABLE audit_checkpoints_new RENAME TO audit_checkpoints")
 
