@@ -42,8 +42,8 @@ def _rebuild_sqlite_checkpoints() -> None:
     bind = op.get_bind()
     old = sa.Table("audit_checkpoints", sa.MetaData(), autoload_with=bind)
     columns = [sa.Column(c.name, c.type, nullable=c.nullable,
-                         server_default=c.server_default.arg if isinstance(c.server_default, sa.DefaultClause)
-                         else None)
+                         server_default=sa.text(str(c.server_default.arg))
+                         if isinstance(c.server_default, sa.DefaultClause) else None)
                for c in old.columns]
     new = sa.Table("audit_checkpoints_new", sa.MetaData(), *columns,
                    sa.PrimaryKeyConstraint("seq", "key_id"), sa.UniqueConstraint("seq", "key_id"))
