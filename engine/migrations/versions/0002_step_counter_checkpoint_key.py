@@ -21,7 +21,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-
 def upgrade() -> None:
     bind = op.get_bind()
     insp = sa.inspect(bind)
@@ -39,21 +38,17 @@ def upgrade() -> None:
 def _rebuild_sqlite_checkpoints() -> None:
     """SQLite cannot change a primary key in place: copy the rows into a table with the new key.
 
-    Every column the table has is kept as declared (a database may already carry later columns,
-    e.g. the audit v2 ones), only the key changes.
-    """
-    columns = op.get_bind().execute(sa.text("PRAGMA table_info(audit_checkpoints)")).all()
-    decls = []
-    for col in columns:
-        decl = f"{col.name} {col.type}"
-        if col.notnull:
-            decl += " NOT NULL"
-        if col.dflt_value is not None:
-            decl += f" DEFAULT {col.dflt_value}"
-        decls.append(decl)
-    names = ", ".join(col.name for col in columns)
-    op.execute(f"CREATE TABLE audit_checkpoints_new ({', '.join(decls)}, "
-               "PRIMARY KEY (seq, key_id), UNIQUE (seq, key_id))")
+    The new table is built from the reflected one, so columns other revisions added are kept."""
+    bind = op.get_bind()
+    old = sa.Table("audit_checkpoints", sa.MetaData(), autoload_with=bind)
+    columns = [sa.Column(c.name, c.type, nullable=c.nullable,
+                         server_default=sa.text(str(c.server_default.arg))
+                         if isinstance(c.server_default, sa.DefaultClause) else None)
+               for c in old.columns]
+    new = sa.Table("audit_checkpoints_new", sa.MetaData(), *columns,
+                   sa.PrimaryKeyConstraint("seq", "key_id"), sa.UniqueConstraint("seq", "key_id"))
+    new.create(bind)
+    names = ", ".join(c.name for c in old.columns)
     op.execute(f"INSERT INTO audit_checkpoints_new ({names}) SELECT {names} FROM audit_checkpoints")
     op.execute("DROP TABLE audit_checkpoints")
     op.execute("ALTER TABLE audit_checkpoints_new RENAME TO audit_checkpoints")
