@@ -126,6 +126,13 @@ class RcarFastPath:
             return await run_in_threadpool(fn, *args)
         return fn(*args)
 
+    async def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``_run`` for work that writes: also in a thread while SQLite runs a TRUNCATE checkpoint,
+        which makes writers wait for it - the event loop keeps serving everything else."""
+        if self._offload or self.kbs.housekeeper.truncating.is_set():
+            return await run_in_threadpool(fn, *args)
+        return fn(*args)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
@@ -194,7 +201,7 @@ class RcarFastPath:
         except ValidationError as exc:
             raise BadRequestBody("attest body is not a valid Attestation message.") from exc
         try:
-            session = await self._run(self.kbs.attest, _cookie(scope), att)
+            session = await self._run_write(self.kbs.attest, _cookie(scope), att)
         except KbsError:
             self.metrics.inc("kbs_attestations_total", outcome="refused")
             raise

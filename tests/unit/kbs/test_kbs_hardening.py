@@ -326,5 +326,23 @@ async def test_release_work_runs_off_the_event_loop_on_postgres(
             assert loop_thread not in threads.values()
         else:  # SQLite answers from a local file: a thread hop would cost more than the statement
             assert set(threads.values()) == {loop_thread}
+            # ... except while a TRUNCATE checkpoint makes writers wait: then /attest's write goes
+            # to a worker thread and the event loop keeps serving.
+            kbs.housekeeper.truncating.set()
+            try:
+                status, body, headers = await _call(
+                    app, "POST", "/kbs/v0/auth", [b'{"version":"0.4.0","tee":"sim"}']
+                )
+                nonce = json.loads(body)["nonce"]
+                jwk = public_jwk(key)
+                ev = make_sim_evidence(platform, LAUNCH, 1, False, runtime_data_hash(nonce, jwk)).to_json()
+                att = {**att, "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+                       "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""}}
+                cookie = [(b"cookie", headers[b"set-cookie"].split(b";")[0])]
+                status, body, _ = await _call(app, "POST", "/kbs/v0/attest", [json.dumps(att).encode()], cookie)
+                assert status == 200, body
+                assert threads["attest"] != loop_thread and threads["auth"] == loop_thread
+            finally:
+                kbs.housekeeper.truncating.clear()
     finally:
         stack.close()
