@@ -127,8 +127,9 @@ class RcarFastPath:
         return fn(*args)
 
     async def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``_run`` for work that writes: also in a thread while SQLite runs a TRUNCATE checkpoint,
-        which makes writers wait for it - the event loop keeps serving everything else."""
+        """``_run`` for work that touches SQLite: also in a thread while a TRUNCATE checkpoint runs,
+        which makes writers - and, while it waits for old readers, new readers - wait for it; the
+        event loop keeps serving everything else."""
         if self._offload or self.kbs.housekeeper.truncating.is_set():
             return await run_in_threadpool(fn, *args)
         return fn(*args)
@@ -215,7 +216,7 @@ class RcarFastPath:
             raise InvalidRequestPath(exc.message) from exc
         auth = _header(scope, b"authorization")
         bearer = auth[7:].strip() if auth and auth.startswith("Bearer ") else None
-        jwe = await self._run(self._release, path, _cookie(scope), bearer)
+        jwe = await self._run_write(self._release, path, _cookie(scope), bearer)
         self.metrics.inc("kbs_resource_releases_total")
         return _json(jwe), []
 
