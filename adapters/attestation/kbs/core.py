@@ -71,18 +71,22 @@ class Kbs:
         self.engine = open_engine(config.db_url, background_checkpoints=True)
         self.housekeeper = Housekeeper(self.engine)  # WAL checkpoints, purge of expired sessions
         self.housekeeper.start()
-        # One hot-path connection for sessions and resources: a connection's page cache stays valid
-        # only while no *other* connection writes, so sharing one saves re-reading pages.
+        # Hot-path connections: one writes (the attested session at /attest), one reads (resource
+        # blobs, sessions). The reads never queue behind a write that waits out a TRUNCATE checkpoint
+        # (see ``fastpath``: during one, /attest runs in a worker thread, the event loop stays free).
         self.hot_sql = HotSql(self.engine)
+        self.hot_read = HotSql(self.engine)
         token_key = load_or_create_key(self.engine, self.kms)
         self.broker = TokenBroker(token_key, config.token_lifetime_s)
         der = token_key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        self.sessions = SessionStore(self.engine, nonce_key(der), config.session_timeout_s, self.hot_sql)
+        self.sessions = SessionStore(
+            self.engine, nonce_key(der), config.session_timeout_s, self.hot_sql, read_sql=self.hot_read
+        )
         self.rvps = Rvps(self.engine)
         self.policies = PolicyStore(self.engine)
-        self.resources = ResourceStore(self.engine, self.kms, self.hot_sql)
+        self.resources = ResourceStore(self.engine, self.kms, self.hot_read)
         # ``sample`` has no root of trust: its verifier (and its init-data parsing) is reachable
         # only when tokens of sample TEEs may read resources (--allow-tee sample).
         verifiers: dict[str, Verifier] = {"sim": SimVerifier(self.platform_keys)}
@@ -98,6 +102,7 @@ class Kbs:
     def close(self) -> None:
         self.housekeeper.stop()
         self.hot_sql.close()
+        self.hot_read.close()
         self.engine.dispose()
         self.kms.close()
 

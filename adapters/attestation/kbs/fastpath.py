@@ -126,6 +126,14 @@ class RcarFastPath:
             return await run_in_threadpool(fn, *args)
         return fn(*args)
 
+    async def _run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``_run`` for work that touches SQLite: also in a thread while a TRUNCATE checkpoint runs,
+        which makes writers - and, while it waits for old readers, new readers - wait for it; the
+        event loop keeps serving everything else."""
+        if self._offload or self.kbs.housekeeper.truncating.is_set():
+            return await run_in_threadpool(fn, *args)
+        return fn(*args)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
@@ -194,7 +202,7 @@ class RcarFastPath:
         except ValidationError as exc:
             raise BadRequestBody("attest body is not a valid Attestation message.") from exc
         try:
-            session = await self._run(self.kbs.attest, _cookie(scope), att)
+            session = await self._run_write(self.kbs.attest, _cookie(scope), att)
         except KbsError:
             self.metrics.inc("kbs_attestations_total", outcome="refused")
             raise
@@ -208,7 +216,7 @@ class RcarFastPath:
             raise InvalidRequestPath(exc.message) from exc
         auth = _header(scope, b"authorization")
         bearer = auth[7:].strip() if auth and auth.startswith("Bearer ") else None
-        jwe = await self._run(self._release, path, _cookie(scope), bearer)
+        jwe = await self._run_write(self._release, path, _cookie(scope), bearer)
         self.metrics.inc("kbs_resource_releases_total")
         return _json(jwe), []
 

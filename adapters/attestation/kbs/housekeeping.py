@@ -16,7 +16,8 @@ falling behind and the WAL file grew without limit (2.3 MB/s at 100 releases/s).
 over ``WAL_TRUNCATE_BYTES`` after a passive round, or still over ``db.JOURNAL_SIZE_LIMIT`` (so
 the WAL could not start over) after ``BEHIND_ROUNDS`` rounds in a row, a TRUNCATE checkpoint
 follows: it waits for the writer lock, copies what is left (little, after the passive round) and
-cuts the file to zero bytes. Between those, ``PRAGMA journal_size_limit``
+cuts the file to zero bytes. Writers wait while it runs (tens of ms on a busy disk), so the KBS
+moves its writes off the event loop meanwhile (``truncating``). Between those, ``PRAGMA journal_size_limit``
 (``db.JOURNAL_SIZE_LIMIT``) cuts the file back whenever the WAL starts over.
 """
 
@@ -59,6 +60,9 @@ class Housekeeper:
         self._wal = sqlite_wal_path(engine)
         self._behind = 0
         self.truncations = 0  # TRUNCATE checkpoints run (for tests and the benchmark)
+        # Set while a TRUNCATE checkpoint holds (or waits for) the write lock: writers then wait
+        # for it, so the request path sends its writes to a worker thread meanwhile (fastpath.py).
+        self.truncating = threading.Event()
         self._tick = checkpoint_every_s if self._checkpoints else purge_every_s
         self._purge_every = purge_every_s
         self._stop = threading.Event()
@@ -78,8 +82,12 @@ class Housekeeper:
         # Over the journal size limit after a checkpoint round: the WAL could not start over.
         self._behind = self._behind + 1 if size > JOURNAL_SIZE_LIMIT else 0
         if self._behind >= BEHIND_ROUNDS or size > WAL_TRUNCATE_BYTES:
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.truncating.set()
+            try:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self.truncating.clear()
             self._behind = 0
             self.truncations += 1
 

@@ -74,9 +74,15 @@ class SessionStore:
     """Issue challenges (no I/O), consume them (one INSERT) and read attested sessions."""
 
     def __init__(
-        self, engine: Engine, key: bytes, timeout_s: float = DEFAULT_TIMEOUT_S, sql: HotSql | None = None
+        self,
+        engine: Engine,
+        key: bytes,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        sql: HotSql | None = None,
+        read_sql: HotSql | None = None,
     ) -> None:
         self._sql = sql if sql is not None else HotSql(engine)
+        self._read = read_sql if read_sql is not None else self._sql
         self._key = key
         self.timeout_s = timeout_s
         self._cache: OrderedDict[str, Session] = OrderedDict()
@@ -126,7 +132,7 @@ class SessionStore:
         with self._lock:
             sess = self._cache.get(session_id)
         if sess is None:
-            row = self._sql.one(_SELECT, (session_id,))
+            row = self._read.one(_SELECT, (session_id,))
             if row is None:
                 raise SessionInvalid("session is unknown or not attested; attest first.")
             sess = Session(*row)
@@ -136,6 +142,8 @@ class SessionStore:
 
     def close(self) -> None:
         self._sql.close()
+        if self._read is not self._sql:
+            self._read.close()
 
     def mark_attested(self, session: Session, nonce: str, token: str) -> Session:
         """Consume the nonce: succeeds once per session, for the session's own nonce only."""

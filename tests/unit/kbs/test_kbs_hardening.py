@@ -326,5 +326,26 @@ async def test_release_work_runs_off_the_event_loop_on_postgres(
             assert loop_thread not in threads.values()
         else:  # SQLite answers from a local file: a thread hop would cost more than the statement
             assert set(threads.values()) == {loop_thread}
+            # ... except while a TRUNCATE checkpoint makes writers (and new readers) wait: then
+            # /attest and the resource read go to a worker thread and the event loop keeps serving.
+            kbs.housekeeper.truncating.set()
+            try:
+                status, body, headers = await _call(
+                    app, "POST", "/kbs/v0/auth", [b'{"version":"0.4.0","tee":"sim"}']
+                )
+                nonce = json.loads(body)["nonce"]
+                jwk = public_jwk(key)
+                ev = make_sim_evidence(platform, LAUNCH, 1, False, runtime_data_hash(nonce, jwk)).to_json()
+                att = {**att, "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+                       "tee-evidence": {"primary_evidence": ev, "additional_evidence": ""}}
+                cookie = [(b"cookie", headers[b"set-cookie"].split(b";")[0])]
+                status, body, _ = await _call(app, "POST", "/kbs/v0/attest", [json.dumps(att).encode()], cookie)
+                assert status == 200, body
+                status, body, _ = await _call(app, "GET", "/kbs/v0/resource/default/key/offload", headers=cookie)
+                assert status == 200 and open_(json.loads(body), key) == b"offloaded-value"
+                assert threads["attest"] != loop_thread and threads["release"] != loop_thread
+                assert threads["auth"] == loop_thread  # /auth touches no database
+            finally:
+                kbs.housekeeper.truncating.clear()
     finally:
         stack.close()
