@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSSTAMP := build/.sysdeps-stamp
 BENCH ?= all
 PYTEST_ARGS ?=
+TESTS ?= tests
 
 # System programs the tests and the demo use (docker-registry, skopeo, umoci, busybox, runc, bubblewrap, ...).
 APT_PACKAGES := docker-registry apache2-utils skopeo umoci busybox-static runc bubblewrap softhsm2 gnupg postgresql graphviz
@@ -49,7 +50,7 @@ FREE_PORT = $$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.
 test: install
 	@set +e; dir=$$(mktemp -u /tmp/enclaveflow-pg.XXXXXX); \
 	  url=$$(bash tests/support/pgcluster.sh start $$dir $(FREE_PORT)) || exit 1; \
-	  ENCLAVEFLOW_TEST_PG_URL=$$url $(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	  ENCLAVEFLOW_TEST_PG_URL=$$url $(PY) -m pytest $(TESTS) $(PYTEST_ARGS); rc=$$?; \
 	  bash tests/support/pgcluster.sh stop $$dir >/dev/null; rm -rf $$dir; exit $$rc
 
 bench: install
