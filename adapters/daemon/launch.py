@@ -147,7 +147,8 @@ async def launch(config: DaemonConfig, request: LaunchRequest, *, db_url: str,
                 log_path="workload.log"))
             await cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=request.timeout)
         except Exception as exc:  # noqa: BLE001 - one clear failure report, then the pod is cleaned up
-            progress.poll(run_id) if run_id else None
+            if run_id:
+                progress.poll(run_id)
             outcome = LaunchOutcome(1, run_id, failed_state=(progress.failed or ("?", ""))[0],
                                     error=_grpc_message(exc) or (progress.failed or ("", str(exc)))[1])
             if run_id and not request.keep:
