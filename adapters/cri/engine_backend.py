@@ -122,8 +122,9 @@ class EngineBackend:
                         "hostname": config.hostname, "runtime_handler": runtime_handler,
                         "created_ns": time.time_ns()},
         }
-        run_id = await self.worker.submit(self.spec, run_input, idempotency_key=f"cri-sandbox:{md.uid}:{md.attempt}",
-                                          pod=(md.namespace, md.name, md.uid))
+        key = f"cri-sandbox:{md.uid}:{md.attempt}"
+        run_id: str = await self.worker.submit(self.spec, run_input, idempotency_key=key,
+                                               pod=(md.namespace, md.name, md.uid))
         row = await self._until(run_id, lambda r: r.state in READY_STATES or r.status in TERMINAL,
                                 SANDBOX_START_TIMEOUT, "the pod's enclave to start")
         if row.status in TERMINAL:

@@ -68,7 +68,8 @@ def _checked(ident: str) -> str:
 
 def _read(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        data: Any = json.loads(path.read_text())
+        return data
     except FileNotFoundError:
         return None
 

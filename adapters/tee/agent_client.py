@@ -49,7 +49,7 @@ class AgentClient:
                          ("grpc.initial_reconnect_backoff_ms", 50),
                          ("grpc.max_reconnect_backoff_ms", 1000)],
             )
-            self._stub = pb_grpc.EnclaveAgentStub(self._channel)
+            self._stub = pb_grpc.EnclaveAgentStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
     async def close(self) -> None:

@@ -93,7 +93,8 @@ def launch_digest(config: Mapping[str, Any], root: Path | None = None) -> str:
     h = _code_hash(root or project_root())
     cfg = config_bytes(config)
     h.update(b"C" + struct.pack(">Q", len(cfg)) + cfg)
-    return h.hexdigest()
+    digest: str = h.hexdigest()
+    return digest
 
 
 _CODE_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], Any]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 from engine.errors import ActionError, PermanentError, TransientError, as_action_error
 
@@ -36,7 +37,7 @@ def rebuild(names: list[str], message: str, retryable: bool) -> ActionError:
 
 
 @lru_cache(maxsize=256)
-def _chain(names: tuple[str, ...], base: type[ActionError]) -> type[ActionError]:
+def _chain(names: tuple[str, ...], base: Any) -> type[ActionError]:
     """Classes ``names[-1] -> ... -> names[0]`` on top of ``base``; ``names[0]`` is the most specific."""
     klass = base
     for name in reversed(names):

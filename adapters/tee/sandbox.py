@@ -71,7 +71,7 @@ def hidden_package_dirs(names: tuple[str, ...] = HIDDEN_PACKAGES) -> tuple[Path,
     """Where those packages are installed (found without importing them)."""
     import importlib.util
 
-    found = []
+    found: list[Path] = []
     for name in names:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:

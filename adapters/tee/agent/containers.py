@@ -67,7 +67,7 @@ class ContainerService:
         await self.manager().reopen_log(container_id)
         return {"id": container_id, "reopened": True}
 
-    async def list(self) -> list[Any]:
+    async def list(self) -> Any:
         return [s.model_dump(mode="json") for s in self.manager().list()]
 
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: float) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -22,9 +22,9 @@ from .gen import agent_pb2_grpc as pb_grpc
 
 log = logging.getLogger("enclaveflow.agent")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-Ctx = grpc.aio.ServicerContext
-Req = pb.ContainerRequest
-Reply = pb.ContainerReply
+Ctx: TypeAlias = grpc.aio.ServicerContext
+Req: TypeAlias = pb.ContainerRequest
+Reply: TypeAlias = pb.ContainerReply
 
 
 def failure_of(outcome: Outcome) -> pb.ActionFailure:
@@ -154,6 +154,6 @@ def make_server(core: AgentCore, socket_path: str, *, containers: Any = None,
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_EnclaveAgentServicer_to_server(AgentServicer(core, containers), server)
+    pb_grpc.add_EnclaveAgentServicer_to_server(AgentServicer(core, containers), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix:{socket_path}")
     return server
