@@ -66,7 +66,7 @@ class TarHeaderGuard(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        data = self._src.read(size)
+        data: bytes = self._src.read(size)
         if data and self._watching:
             self._feed(memoryview(data))
         return data

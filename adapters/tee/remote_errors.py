@@ -31,7 +31,7 @@ def describe(exc: BaseException) -> tuple[list[str], str, bool]:
 def rebuild(names: list[str], message: str, retryable: bool) -> ActionError:
     """An ``ActionError`` whose ``names()`` is ``names`` (cleaned) and whose class is retryable or not."""
     clean = [n for n in names[:MAX_NAMES] if _NAME.fullmatch(n) and n not in _ROOTS]
-    base: type[ActionError] = TransientError if retryable else PermanentError
+    base: Any = TransientError if retryable else PermanentError
     klass = _chain(tuple(dict.fromkeys(clean)), base)
     return klass(message[:MAX_MESSAGE] or (clean[0] if clean else base.name))
 
