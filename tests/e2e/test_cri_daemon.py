@@ -81,6 +81,8 @@ def node(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nod
         yield n
     finally:
         n.daemon.stop()
+        left = n.daemon.destroy_enclaves()
+    assert left == [], f"enclaves left behind: {left}"
     assert_clean(n.daemon)
 
 
@@ -381,6 +383,8 @@ async def test_an_unregistered_measurement_fails_at_attesting(world: World, node
             await cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
     finally:
         other.stop()
+        left = await other.destroy_enclaves_async()
+    assert left == [], f"enclaves left behind: {left}"
     assert_clean(other)
     shutil.rmtree(tmp_path)
 
@@ -445,6 +449,8 @@ async def test_two_daemons_share_one_postgres_database(node: Node, pg_url: str) 
     finally:
         for d in daemons:
             d.stop()
+        left = [uid for d in daemons for uid in await d.destroy_enclaves_async()]
+    assert left == [], f"enclaves left behind: {left}"
     for d in daemons:
         assert_clean(d)
     for root in roots:

@@ -384,3 +384,7 @@ async def test_a_daemon_killed_mid_launch_resumes_and_reattaches_to_the_same_enc
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+        leftovers = EnclaveHost(tmp_path / "run").manager  # after a failure: keep the machine clean
+        for enclave in leftovers.list():
+            await leftovers.destroy(enclave.pod_uid)
+        await leftovers.close()

@@ -62,6 +62,28 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
+    def destroy_enclaves(self) -> list[str]:
+        """Destroy every enclave still recorded under this daemon's run dir; the pod uids found.
+
+        A passing test leaves none (its checks say so); after a failing one this keeps the machine clean.
+        For sync fixtures; async tests await ``destroy_enclaves_async``.
+        """
+        import asyncio
+
+        return asyncio.run(self.destroy_enclaves_async())
+
+    async def destroy_enclaves_async(self) -> list[str]:
+        from adapters.tee.enclaves import EnclaveManager
+
+        if not (self.run_dir / "enclaves").is_dir():
+            return []
+        manager = EnclaveManager(self.run_dir)
+        found = [e.pod_uid for e in manager.list()]
+        for uid in found:
+            await manager.destroy(uid)
+        await manager.close()
+        return found
+
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.root.glob("daemon-*.log")))
 
