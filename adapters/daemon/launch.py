@@ -226,10 +226,3 @@ def hint_for(outcome: LaunchOutcome) -> str:
     if "kbs" in error.lower():
         return "check --kbs-url and that the KBS holds the layer key."
     return f"see the whole run with: enclaveflow runs show {outcome.pod_id}" if outcome.pod_id else ""
-
-
-def json_summary(outcome: LaunchOutcome) -> str:
-    return json.dumps({"exit_code": outcome.exit_code, "pod": outcome.pod_id, "container": outcome.container_id,
-                       "failed_state": outcome.failed_state, "error": outcome.error})
-
-
