@@ -54,7 +54,7 @@ class Node:
         self.store = Store(engine, AuditChain(signer, 1000, postgres=engine.dialect.name == "postgresql"))
         self.registry = load_registry()
         self.host = EnclaveHost(cfg.run_dir, default_config=cfg.enclave_config(),
-                                platform_key_path=cfg.platform_key)
+                                default_storage_bytes=cfg.storage_bytes(), platform_key_path=cfg.platform_key)
         reattached = 0
         for enclave in self.host.manager.list():
             if self.host.manager.alive(enclave):

@@ -128,15 +128,16 @@ async def create_enclave(params: CreateEnclaveParams, ctx: ActionContext, idempo
 
     started = time.monotonic()
     manager = _manager(ctx, "tee.create_enclave")
-    config = params.config
-    if config is None and isinstance(ctx.session, EnclaveHost):
-        config = ctx.session.default_config
+    config, storage = params.config, params.storage_bytes
+    if isinstance(ctx.session, EnclaveHost):
+        config = ctx.session.default_config if config is None else config
+        storage = storage or ctx.session.default_storage_bytes
     if params.log_dir and (".." in params.log_dir.split("/") or "\x00" in params.log_dir):
         from engine.errors import InvalidParams
 
         raise InvalidParams("log_dir must be an absolute path without '..' or NUL.")
     enclave, reused = await manager.create(params.pod_uid, dict(config or {}),
-                                           params.storage_bytes or DEFAULT_STORAGE_BYTES,
+                                           storage or DEFAULT_STORAGE_BYTES,
                                            Path(params.log_dir) if params.log_dir else None)
     return CreateEnclaveResult(pod_uid=enclave.pod_uid, launch_digest=enclave.launch_digest, svn=enclave.svn,
                                socket=str(manager.socket_path(enclave.pod_uid)), agent_pid=enclave.agent_pid,

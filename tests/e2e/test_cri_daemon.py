@@ -121,6 +121,10 @@ async def test_kubelets_order_on_an_encrypted_signed_image(node: Node, cri: CriC
     pod_id = (await cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod))).pod_sandbox_id
     status = (await cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id))).status
     assert status.state == pb.SANDBOX_READY and status.metadata.uid == pod.metadata.uid
+    verbose = await cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))
+    agent = json.loads(verbose.info["info"])["enclave"]["agent_pid"]
+    mounts = Path(f"/proc/{agent}/mountinfo").read_text()  # the daemon config's enclave_storage: 256MiB
+    assert any(" /enclave " in line and "size=262144k" in line for line in mounts.splitlines())
     ref = await cri.pull(node.good, pod)
     assert ref.startswith("sha256:")
     cid = await cri.create_container(pod_id, pod, "app", node.good, log_path="app/0.log",
